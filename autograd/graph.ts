@@ -1,0 +1,77 @@
+/**
+ * The graph IR that `jit` traces into: numbered variables, constants captured from the enclosing scope, and a
+ * list of primitive equations in execution order. Printed like a jaxpr.
+ */
+import type { DataRef } from "./tensor.ts";
+import type { Aval, Prim, PrimParams } from "../ops/prim.ts";
+
+/** One primitive application: `out = prim(inputs...)`. */
+export interface Eqn<P extends Prim = Prim> {
+  readonly prim: P;
+  readonly inputs: readonly number[];
+  readonly params: PrimParams[P];
+  readonly out: number;
+}
+
+/** A traced program. Variable ids index `avals`. */
+export interface Graph {
+  /** Aval of every variable. */
+  readonly avals: Aval[];
+  /** Variables bound to the flattened arguments, in order. */
+  readonly inputs: number[];
+  /** Constants captured during tracing (the graph holds a reference on each). */
+  readonly consts: { id: number; ref: DataRef }[];
+  readonly eqns: Eqn[];
+  /** Variables returned, in flattened output order. */
+  outputs: number[];
+}
+
+const SHORT: Record<string, string> = { float32: "f32", float64: "f64", int32: "i32", uint32: "u32", bool: "bool" };
+
+function name(id: number): string {
+  let s = "";
+  let n = id;
+  do {
+    s = String.fromCharCode(97 + (n % 26)) + s;
+    n = Math.floor(n / 26) - 1;
+  } while (n >= 0);
+  return s;
+}
+
+/** Renders a graph as text, one equation per line. */
+export function printGraph(g: Graph): string {
+  const v = (id: number) => `${name(id)}:${SHORT[g.avals[id].dtype]}[${g.avals[id].shape}]`;
+  const params = (p: object) => {
+    const s = Object.entries(p).map(([k, x]) => `${k}=${JSON.stringify(x)}`).join(" ");
+    return s ? `[${s}]` : "";
+  };
+  const lines = [
+    `{ lambda ${g.consts.map((c) => v(c.id)).join(" ")} ; ${g.inputs.map(v).join(" ")} .`,
+    ...g.eqns.map((e) => `    ${v(e.out)} = ${e.prim}${params(e.params)} ${e.inputs.map(name).join(" ")}`),
+    `  in (${g.outputs.map(name).join(", ")}) }`,
+  ];
+  return lines.join("\n");
+}
+
+/** For each variable, the index of the last equation reading it (-1 if none). */
+export function lastUses(g: Graph): Int32Array {
+  const last = new Int32Array(g.avals.length).fill(-1);
+  g.eqns.forEach((e, i) => {
+    for (const id of e.inputs) last[id] = i;
+  });
+  return last;
+}
+
+/** Removes equations whose outputs no output depends on (e.g. a loss value computed but not returned). */
+export function eliminateDeadCode(g: Graph): Graph {
+  const live = new Set(g.outputs);
+  const kept: Eqn[] = [];
+  for (let i = g.eqns.length - 1; i >= 0; i--) {
+    const e = g.eqns[i];
+    if (!live.has(e.out)) continue;
+    kept.push(e);
+    for (const id of e.inputs) live.add(id);
+  }
+  kept.reverse();
+  return { ...g, eqns: kept, consts: g.consts.filter((c) => live.has(c.id)), outputs: g.outputs };
+}

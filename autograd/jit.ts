@@ -1,0 +1,266 @@
+/**
+ * `jit(f)`: traces `f` once per input signature into a `Graph` and replays it. Numbers passed as arguments are
+ * float32 scalar inputs, so hyperparameters never cause a retrace. Under another transform (vjp), `jit` traces
+ * through: the function is simply called.
+ */
+import { type DataRef, Tensor } from "./tensor.ts";
+import { abstractEval, type ActiveTrace, adoptRef, bind, fromHost, tidy, topTrace, withTrace } from "./engine.ts";
+import { eliminateDeadCode, type Eqn, type Graph, lastUses, printGraph } from "./graph.ts";
+import { flatten, unflatten } from "./tree.ts";
+import type { Backend } from "../ops/backend.ts";
+import { defaultBackend } from "../ops/backends.ts";
+import { toHost } from "../ops/dtype.ts";
+import type { Aval, Prim, PrimParams } from "../ops/prim.ts";
+import { RULES } from "../ops/table.ts";
+import { fmt } from "../ops/shape.ts";
+
+/** The trace that records a graph. */
+export class JitTrace implements ActiveTrace {
+  readonly kind = "jit";
+  alive = true;
+  readonly graph: Graph = { avals: [], inputs: [], consts: [], eqns: [], outputs: [] };
+  private constIds = new Map<DataRef, number>();
+
+  constructor(readonly level: number, readonly backend: Backend) {}
+
+  private newVar(aval: Aval): number {
+    this.graph.avals.push({ shape: [...aval.shape], dtype: aval.dtype });
+    return this.graph.avals.length - 1;
+  }
+
+  private tracer(id: number): Tensor {
+    const a = this.graph.avals[id];
+    return new Tensor(a.shape, a.dtype, this.backend, { kind: "tracer", trace: this, payload: id });
+  }
+
+  /** A new graph input of the given aval. */
+  input(aval: Aval): Tensor {
+    const id = this.newVar(aval);
+    this.graph.inputs.push(id);
+    return this.tracer(id);
+  }
+
+  /** The variable of a tensor: this trace's tracer, or a captured constant. */
+  varOf(t: Tensor): number {
+    const src = t.source;
+    if (src.kind === "tracer") {
+      if (src.trace === this) return src.payload as number;
+      throw new Error(
+        `jit: the function closes over a value traced by ${src.trace.kind} (${t.dtype}${
+          fmt(t.shape)
+        }); pass it as an argument`,
+      );
+    }
+    if (src.ref === null) throw new Error(`jit: a captured ${t.dtype}${fmt(t.shape)} tensor was disposed`);
+    if (t.backend !== this.backend) {
+      throw new Error(
+        `jit: a captured tensor lives on ${t.backend.name} but the function runs on ${this.backend.name}`,
+      );
+    }
+    let id = this.constIds.get(src.ref);
+    if (id === undefined) {
+      id = this.newVar(t);
+      src.ref.refs++;
+      this.graph.consts.push({ id, ref: src.ref });
+      this.constIds.set(src.ref, id);
+    } else if (this.graph.avals[id].shape.join() !== t.shape.join()) {
+      // Same storage seen under another shape (an eager alias): record the reshape.
+      return this.varOf(bind("reshape", [this.tracer(id)], { shape: [...t.shape] }));
+    }
+    return id;
+  }
+
+  process<P extends Prim>(prim: P, args: readonly Tensor[], params: PrimParams[P]): Tensor {
+    const inputs = args.map((a) => this.varOf(a));
+    const aval = abstractEval(prim, args, params);
+    if (!this.backend.supports(aval.dtype)) {
+      throw new TypeError(`${prim}: the ${this.backend.name} backend does not support ${aval.dtype}`);
+    }
+    const out = this.newVar(aval);
+    this.graph.eqns.push({ prim, inputs, params, out } as Eqn);
+    return this.tracer(out);
+  }
+}
+
+/** A compiled program: runs a graph on concrete inputs. Backends may replace this with fused plans. */
+export interface Executable {
+  run(inputs: readonly DataRef[]): DataRef[];
+  /** Frees captured constants. */
+  dispose(): void;
+}
+
+/** Interprets a graph op by op, freeing every intermediate right after its last use. */
+export function interpret(graph: Graph, backend: Backend): Executable {
+  const last = lastUses(graph);
+  const outputs = new Set(graph.outputs);
+  return {
+    run(inputs) {
+      const env = new Array<DataRef | null>(graph.avals.length).fill(null);
+      graph.inputs.forEach((id, i) => (env[id] = inputs[i]));
+      for (const c of graph.consts) env[c.id] = c.ref;
+      const owned = new Set<number>();
+      const drop = (id: number) => {
+        const r = env[id]!;
+        if (--r.refs === 0) backend.release(r.handle);
+      };
+      graph.eqns.forEach((e, i) => {
+        const ins = e.inputs.map((id) => env[id]!);
+        if (RULES[e.prim].alias) {
+          ins[0].refs++;
+          env[e.out] = ins[0];
+        } else {
+          const avals = e.inputs.map((id) => graph.avals[id]);
+          const handle = backend.run(e.prim, ins.map((r) => r.handle), avals, e.params, graph.avals[e.out]);
+          env[e.out] = { backend, handle, refs: 1 };
+        }
+        owned.add(e.out);
+        for (const id of new Set(e.inputs)) if (last[id] === i && owned.has(id) && !outputs.has(id)) drop(id);
+      });
+      for (const id of owned) if (last[id] === -1 && !outputs.has(id)) drop(id);
+      return graph.outputs.map((id) => {
+        const r = env[id]!;
+        if (!owned.has(id)) r.refs++; // an input or constant returned as is
+        return r;
+      });
+    },
+    dispose() {
+      for (const c of graph.consts) if (--c.ref.refs === 0) backend.release(c.ref.handle);
+    },
+  };
+}
+
+/** Statistics of a jitted function, for debugging and benchmarks. */
+export interface JitStats {
+  /** How many signatures were traced. */
+  traces: number;
+  /** Equations in the most recent plan. */
+  eqns: number;
+}
+
+/** A jitted function: callable like `f`, plus inspection helpers. */
+export interface Jitted<A extends unknown[], R> {
+  (...args: A): R;
+  /** The printed graph for these arguments (traces if needed). */
+  graph(...args: A): string;
+  stats(): JitStats;
+  /** Frees every cached plan and its constants. */
+  dispose(): void;
+}
+
+/** Options of `jit`. */
+export interface JitOptions {
+  /** Argument positions whose buffers may be reused for outputs (parameters, optimizer state). */
+  donate?: number[];
+  /** Backend to run on when no argument is a tensor (default backend otherwise). */
+  backend?: Backend;
+}
+
+interface Plan {
+  graph: Graph;
+  exe: Executable;
+  outDef: ReturnType<typeof flatten>["def"];
+  staticOut: unknown[];
+  outIsVar: boolean[];
+}
+
+/**
+ * Compiles `f` once per argument signature (tree structure, shapes, dtypes; numbers are scalar inputs).
+ *
+ * @example
+ * ```ts
+ * import { jit, grad, tensor } from "./mod.ts";
+ * const step = jit((w: any, lr: number) => w.sub(grad((v: any) => v.mul(v).sum())(w).mul(lr)));
+ * const w1 = step(tensor([1, 2]), 0.1); // [0.8, 1.6]
+ * ```
+ */
+export function jit<A extends unknown[], R>(f: (...args: A) => R, opts: JitOptions = {}): Jitted<A, R> {
+  const plans = new Map<string, Plan>();
+  let lastPlan: Plan | null = null;
+
+  const signature = (args: unknown[]) => {
+    const { leaves, def } = flatten<unknown>(args);
+    const parts = leaves.map((l) => {
+      if (l instanceof Tensor) return `${l.dtype}[${l.shape}]`;
+      if (typeof l === "number") return "num";
+      return `static:${JSON.stringify(l)}`;
+    });
+    return { leaves, def, key: `${JSON.stringify(def)}|${parts.join(";")}` };
+  };
+
+  const backendOf = (leaves: unknown[]): Backend => {
+    const t = leaves.find((l): l is Tensor => l instanceof Tensor);
+    return t?.backend ?? opts.backend ?? defaultBackend();
+  };
+
+  const trace = (leaves: unknown[], def: ReturnType<typeof flatten>["def"]): Plan => {
+    const backend = backendOf(leaves);
+    return withTrace((level) => new JitTrace(level, backend), (tr) =>
+      tidy(() => {
+        const inLeaves = leaves.map((l) => {
+          if (l instanceof Tensor) return tr.input(l);
+          if (typeof l === "number") return tr.input({ shape: [], dtype: "float32" });
+          return l;
+        });
+        const out = (f as (...a: unknown[]) => unknown)(...unflatten<unknown[]>(def, inLeaves));
+        const { leaves: outLeaves, def: outDef } = flatten<unknown>(out);
+        const outIsVar = outLeaves.map((l) => l instanceof Tensor);
+        tr.graph.outputs = outLeaves.filter((l): l is Tensor => l instanceof Tensor).map((t) => tr.varOf(t));
+        const graph = eliminateDeadCode(tr.graph);
+        for (const c of tr.graph.consts) {
+          if (!graph.consts.includes(c) && --c.ref.refs === 0) backend.release(c.ref.handle);
+        }
+        return { graph, exe: interpret(graph, backend), outDef, staticOut: outLeaves, outIsVar };
+      }));
+  };
+
+  const planFor = (args: unknown[]) => {
+    const { leaves, def, key } = signature(args);
+    let plan = plans.get(key);
+    if (!plan) {
+      plan = trace(leaves, def);
+      plans.set(key, plan);
+    }
+    lastPlan = plan;
+    return { plan, leaves };
+  };
+
+  const call = (...args: A): R => {
+    const tensors = flatten<unknown>(args).leaves.filter((l): l is Tensor => l instanceof Tensor);
+    if (topTrace(tensors) !== null) return f(...args); // under another transform: trace through
+    const { plan, leaves } = planFor(args);
+    const backend = backendOf(leaves);
+    const inputs: DataRef[] = [];
+    const temps: Tensor[] = [];
+    for (const l of leaves) {
+      if (l instanceof Tensor) {
+        if (l.backend !== backend) throw new Error(`jit: arguments live on ${l.backend.name} and ${backend.name}`);
+        const src = l.source as { ref: DataRef | null };
+        if (!src.ref) throw new Error(`jit: argument ${l.dtype}${fmt(l.shape)} was disposed`);
+        inputs.push(src.ref);
+      } else if (typeof l === "number") {
+        const t = fromHost(backend, toHost("float32", [l]), [], "float32");
+        temps.push(t);
+        inputs.push((t.source as { ref: DataRef }).ref);
+      }
+    }
+    const outRefs = plan.exe.run(inputs);
+    for (const t of temps) t.dispose();
+    let k = 0;
+    const outLeaves = plan.staticOut.map((l, i) => {
+      if (!plan.outIsVar[i]) return l;
+      const ref = outRefs[k];
+      const aval = plan.graph.avals[plan.graph.outputs[k++]];
+      return adoptRef(ref, aval);
+    });
+    return unflatten<R>(plan.outDef, outLeaves);
+  };
+
+  return Object.assign(call, {
+    graph: (...args: A) => printGraph(planFor(args).plan.graph),
+    stats: (): JitStats => ({ traces: plans.size, eqns: (lastPlan as Plan | null)?.graph.eqns.length ?? 0 }),
+    dispose: () => {
+      for (const p of plans.values()) p.exe.dispose();
+      plans.clear();
+    },
+  });
+}

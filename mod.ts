@@ -1,0 +1,31 @@
+/**
+ * ibot-ts: a pure-functional tensor and autograd engine with CPU and WebGPU backends, and iBOT pretraining
+ * on top of it.
+ *
+ * @example
+ * ```ts
+ * import { grad, initBackend, jit, tensor } from "./mod.ts";
+ * await initBackend("auto");
+ * const f = (x: any) => x.mul(x).sum();
+ * const df = jit(grad(f));
+ * console.log(await df(tensor([1, 2, 3])).toArray()); // [2, 4, 6]
+ * ```
+ *
+ * @module
+ */
+export { type NestedArray, Tensor } from "./autograd/tensor.ts";
+export { keep, setFiniteCheck, tidy } from "./autograd/engine.ts";
+export { customVjp, grad, type GradOptions, type Pullback, valueAndGrad, vjp } from "./autograd/vjp.ts";
+export { jit, type JitOptions, type JitStats, type Jitted } from "./autograd/jit.ts";
+export { printGraph } from "./autograd/graph.ts";
+export * as tree from "./autograd/tree.ts";
+export { emaFold, type Tree } from "./autograd/tree.ts";
+export * from "./ops/api.ts";
+export { arange, type CreateOptions, fromTyped, full, ones, tensor, toBackend, zeros } from "./ops/create.ts";
+export { defaultBackend, initBackend, useBackend, webgpu } from "./ops/backends.ts";
+export { cpu } from "./ops/cpu.ts";
+export type { Backend } from "./ops/backend.ts";
+export type { DType, HostArray } from "./ops/dtype.ts";
+export { type Aval, type Prim, PRIMS } from "./ops/prim.ts";
+export * as random from "./ops/random.ts";
+export * as nn from "./ops/nn.ts";

@@ -1,0 +1,229 @@
+/**
+ * The user-facing primitive operations: thin wrappers over `bind` that normalise arguments (numbers become
+ * scalars of the other operand's dtype, negative axes, -1 in reshape) and name the op in every error.
+ */
+import { Tensor } from "../autograd/tensor.ts";
+import { bind, fromHost } from "../autograd/engine.ts";
+import { type DType, isFloat, toHost } from "./dtype.ts";
+import type { BinaryPrim, ComparePrim, ReducePrim, UnaryPrim } from "./prim.ts";
+import { broadcastShapes, fmt, normAxes, sameShape, size } from "./shape.ts";
+
+/** A tensor, or a JS number that takes the other operand's dtype and backend. */
+export type Operand = Tensor | number;
+
+/** Creates a scalar constant on `like`'s backend with `like`'s dtype. */
+export function scalarLike(value: number, like: Tensor, dtype: DType = like.dtype): Tensor {
+  return fromHost(like.backend, toHost(dtype, [value]), [], dtype);
+}
+
+function pair(op: string, x: Operand, y: Operand): [Tensor, Tensor] {
+  if (x instanceof Tensor && y instanceof Tensor) return [x, y];
+  if (x instanceof Tensor) return [x, scalarLike(y as number, x)];
+  if (y instanceof Tensor) return [scalarLike(x, y), y];
+  throw new TypeError(`${op}: at least one operand must be a Tensor`);
+}
+
+const unary = (p: UnaryPrim) => (x: Tensor): Tensor => bind(p, [x], {});
+const binary = (p: BinaryPrim | ComparePrim) => (x: Operand, y: Operand): Tensor => bind(p, pair(p, x, y), {});
+
+/** Elementwise `-x`. */
+export const neg: (x: Tensor) => Tensor = unary("neg");
+/** Elementwise `e^x`. */
+export const exp: (x: Tensor) => Tensor = unary("exp");
+/** Elementwise natural logarithm. */
+export const log: (x: Tensor) => Tensor = unary("log");
+/** Elementwise square root. */
+export const sqrt: (x: Tensor) => Tensor = unary("sqrt");
+/** Elementwise `1/sqrt(x)`. */
+export const rsqrt: (x: Tensor) => Tensor = unary("rsqrt");
+/** Elementwise `1/x`. */
+export const reciprocal: (x: Tensor) => Tensor = unary("reciprocal");
+/** Elementwise hyperbolic tangent. */
+export const tanh: (x: Tensor) => Tensor = unary("tanh");
+/** Elementwise error function. */
+export const erf: (x: Tensor) => Tensor = unary("erf");
+/** Elementwise absolute value. */
+export const abs: (x: Tensor) => Tensor = unary("abs");
+/** Elementwise sign (-1, 0, 1). */
+export const sign: (x: Tensor) => Tensor = unary("sign");
+/** Elementwise sine. */
+export const sin: (x: Tensor) => Tensor = unary("sin");
+/** Elementwise cosine. */
+export const cos: (x: Tensor) => Tensor = unary("cos");
+/** Elementwise floor. */
+export const floor: (x: Tensor) => Tensor = unary("floor");
+
+/** `x + y` with broadcasting. */
+export const add: (x: Operand, y: Operand) => Tensor = binary("add");
+/** `x - y` with broadcasting. */
+export const sub: (x: Operand, y: Operand) => Tensor = binary("sub");
+/** `x * y` with broadcasting. */
+export const mul: (x: Operand, y: Operand) => Tensor = binary("mul");
+/** `x / y` with broadcasting (truncating for integers). */
+export const div: (x: Operand, y: Operand) => Tensor = binary("div");
+/** `x ** y` with broadcasting (floats). */
+export const pow: (x: Operand, y: Operand) => Tensor = binary("pow");
+/** Elementwise maximum with broadcasting. */
+export const maximum: (x: Operand, y: Operand) => Tensor = binary("maximum");
+/** Elementwise minimum with broadcasting. */
+export const minimum: (x: Operand, y: Operand) => Tensor = binary("minimum");
+/** `x == y` (bool). */
+export const equal: (x: Operand, y: Operand) => Tensor = binary("eq");
+/** `x != y` (bool). */
+export const notEqual: (x: Operand, y: Operand) => Tensor = binary("ne");
+/** `x < y` (bool). */
+export const less: (x: Operand, y: Operand) => Tensor = binary("lt");
+/** `x <= y` (bool). */
+export const lessEqual: (x: Operand, y: Operand) => Tensor = binary("le");
+/** `x > y` (bool). */
+export const greater: (x: Operand, y: Operand) => Tensor = binary("gt");
+/** `x >= y` (bool). */
+export const greaterEqual: (x: Operand, y: Operand) => Tensor = binary("ge");
+
+/** `cond ? x : y` elementwise with broadcasting; `cond` is bool. */
+export function where(cond: Tensor, x: Operand, y: Operand): Tensor {
+  const [a, b] = pair("where", x, y);
+  return bind("where", [cond, a, b], {});
+}
+
+/** Converts to `dtype` (floats truncate toward zero when cast to integers). */
+export function cast(x: Tensor, dtype: DType): Tensor {
+  return x.dtype === dtype ? x : bind("cast", [x], { dtype });
+}
+
+function reducer(p: ReducePrim) {
+  return (x: Tensor, axes?: number | readonly number[], keepdims = false): Tensor =>
+    bind(p, [x], { axes: normAxes(axes as number[] | number | undefined, x.rank, p), keepdims });
+}
+/** Sum over `axes` (all when omitted). */
+export const sum: (x: Tensor, axes?: number | readonly number[], keepdims?: boolean) => Tensor = reducer("sum");
+/** Maximum over `axes` (all when omitted). */
+export const max: (x: Tensor, axes?: number | readonly number[], keepdims?: boolean) => Tensor = reducer("max");
+/** Minimum over `axes` (all when omitted). */
+export const min: (x: Tensor, axes?: number | readonly number[], keepdims?: boolean) => Tensor = reducer("min");
+
+/** Mean over `axes` (all when omitted). */
+export function mean(x: Tensor, axes?: number | readonly number[], keepdims = false): Tensor {
+  const ax = normAxes(axes as number[] | number | undefined, x.rank, "mean");
+  const n = ax.reduce((a, i) => a * x.shape[i], 1);
+  return div(sum(x, ax, keepdims), n);
+}
+
+/** Index of the first maximum along `axis` (int32). */
+export function argmax(x: Tensor, axis = -1, keepdims = false): Tensor {
+  return bind("argmax", [x], { axis: normAxes(axis, x.rank, "argmax")[0], keepdims });
+}
+
+/** Matrix product `[..., M, K] x [..., K, N]` with broadcast batch dimensions. */
+export function matmul(a: Tensor, b: Tensor): Tensor {
+  return bind("matmul", [a, b], {});
+}
+
+/** Same data under a new shape; one dimension may be -1. */
+export function reshape(x: Tensor, shape: readonly number[]): Tensor {
+  const s = [...shape];
+  const hole = s.indexOf(-1);
+  if (hole >= 0) {
+    const known = s.reduce((a, d, i) => (i === hole ? a : a * d), 1);
+    if (known === 0 || x.size % known !== 0) {
+      throw new RangeError(`reshape: cannot reshape ${fmt(x.shape)} to ${fmt(shape)}`);
+    }
+    s[hole] = x.size / known;
+  }
+  if (sameShape(s, x.shape)) return x;
+  return bind("reshape", [x], { shape: s });
+}
+
+/** Permutes dimensions; reverses them when `perm` is omitted. */
+export function transpose(x: Tensor, perm?: readonly number[]): Tensor {
+  const p = perm ? perm.map((a) => (a < 0 ? a + x.rank : a)) : [...Array(x.rank).keys()].reverse();
+  if (p.every((a, i) => a === i) && p.length === x.rank) return x;
+  return bind("transpose", [x], { perm: p });
+}
+
+/** Swaps the last two dimensions. */
+export function mT(x: Tensor): Tensor {
+  const perm = [...Array(x.rank).keys()];
+  [perm[x.rank - 2], perm[x.rank - 1]] = [perm[x.rank - 1], perm[x.rank - 2]];
+  return transpose(x, perm);
+}
+
+/** Broadcasts to `shape` by NumPy rules. */
+export function broadcastTo(x: Tensor, shape: readonly number[]): Tensor {
+  if (sameShape(x.shape, shape)) return x;
+  return bind("broadcastTo", [x], { shape: [...shape] });
+}
+
+/** Sums a broadcast cotangent back to `shape` (the transpose of broadcasting). */
+export function sumToShape(g: Tensor, shape: readonly number[]): Tensor {
+  if (sameShape(g.shape, shape)) return g;
+  const lead = g.rank - shape.length;
+  const axes: number[] = [];
+  for (let i = 0; i < g.rank; i++) {
+    if (i < lead || (shape[i - lead] === 1 && g.shape[i] !== 1)) axes.push(i);
+  }
+  return reshape(axes.length ? sum(g, axes) : g, shape);
+}
+
+/** `x[starts:ends]` per dimension (ends exclusive; omitted trailing dims are taken whole). */
+export function slice(x: Tensor, starts: readonly number[], ends?: readonly number[]): Tensor {
+  const st = x.shape.map((_, i) => starts[i] ?? 0);
+  const en = x.shape.map((d, i) => ends?.[i] ?? d);
+  if (st.every((s) => s === 0) && en.every((e, i) => e === x.shape[i])) return x;
+  return bind("slice", [x], { starts: st, ends: en });
+}
+
+/** Constant padding: `lo[i]` before and `hi[i]` after dimension i. */
+export function pad(x: Tensor, lo: readonly number[], hi: readonly number[], value = 0): Tensor {
+  if (lo.every((v) => v === 0) && hi.every((v) => v === 0)) return x;
+  return bind("pad", [x], { lo: [...lo], hi: [...hi], value });
+}
+
+/** Joins tensors along `axis`. */
+export function concat(xs: readonly Tensor[], axis = 0): Tensor {
+  if (xs.length === 0) throw new RangeError("concat: needs at least one tensor");
+  if (xs.length === 1) return xs[0];
+  return bind("concat", xs, { axis: normAxes(axis, xs[0].rank, "concat")[0] });
+}
+
+/** Stacks same-shaped tensors along a new axis. */
+export function stack(xs: readonly Tensor[], axis = 0): Tensor {
+  if (xs.length === 0) throw new RangeError("stack: needs at least one tensor");
+  const ax = axis < 0 ? axis + xs[0].rank + 1 : axis;
+  return concat(xs.map((x) => reshape(x, [...x.shape.slice(0, ax), 1, ...x.shape.slice(ax)])), ax);
+}
+
+/** Takes entries of `x` along `axis` at int32 `indices` (clamped to range); result dims: x[:axis] + indices + x[axis+1:]. */
+export function gather(x: Tensor, indices: Tensor, axis = 0): Tensor {
+  return bind("gather", [x, indices], { axis: normAxes(axis, x.rank, "gather")[0] });
+}
+
+/** Adds `updates` into a zero tensor of size `size` along `axis` at `indices` (the transpose of gather). */
+export function scatterAdd(updates: Tensor, indices: Tensor, axis: number, size: number): Tensor {
+  return bind("scatterAdd", [updates, indices], { axis, size });
+}
+
+/** Blocks gradients: the value passes, its cotangent is zero. */
+export function stopGradient(x: Tensor): Tensor {
+  return bind("stopGradient", [x], {});
+}
+
+/** A tensor of zeros shaped and typed like `x` on its backend. */
+export function zerosLike(x: Tensor): Tensor {
+  return broadcastTo(scalarLike(0, x), x.shape);
+}
+
+/** Output shape of broadcasting several shapes; throws naming `op`. */
+export function broadcastShapeOf(op: string, ...shapes: (readonly number[])[]): number[] {
+  const s = broadcastShapes(...shapes);
+  if (!s) throw new RangeError(`${op}: shapes ${shapes.map(fmt).join(" and ")} do not broadcast`);
+  return s;
+}
+
+/** Checks a float operand, naming the op. */
+export function requireFloat(op: string, x: Tensor): void {
+  if (!isFloat(x.dtype)) throw new TypeError(`${op}: expected a float tensor, got ${x.dtype}${fmt(x.shape)}`);
+}
+
+/** Number of elements of a shape. */
+export { size };

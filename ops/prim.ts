@@ -1,0 +1,90 @@
+/** The primitive set: names, parameters and abstract values. Each primitive is declared once in ops/table.ts. */
+import type { DType } from "./dtype.ts";
+import type { Shape } from "./shape.ts";
+
+/** Shape and dtype of a value, known at trace time. */
+export interface Aval {
+  readonly shape: Shape;
+  readonly dtype: DType;
+}
+
+/** Unary elementwise primitives. */
+export const UNARY = [
+  "neg",
+  "exp",
+  "log",
+  "sqrt",
+  "rsqrt",
+  "reciprocal",
+  "tanh",
+  "erf",
+  "abs",
+  "sign",
+  "sin",
+  "cos",
+  "floor",
+] as const;
+/** Binary elementwise primitives (NumPy broadcasting). */
+export const BINARY = ["add", "sub", "mul", "div", "pow", "maximum", "minimum"] as const;
+/** Comparisons (broadcasting, result bool). */
+export const COMPARE = ["eq", "ne", "lt", "le", "gt", "ge"] as const;
+/** Reductions over axes. */
+export const REDUCE = ["sum", "max", "min"] as const;
+
+export type UnaryPrim = typeof UNARY[number];
+export type BinaryPrim = typeof BINARY[number];
+export type ComparePrim = typeof COMPARE[number];
+export type ReducePrim = typeof REDUCE[number];
+
+/** Parameters of every primitive. The keys of this interface ARE the primitive set. */
+export interface PrimParams
+  extends
+    Record<UnaryPrim, Record<never, never>>,
+    Record<BinaryPrim, Record<never, never>>,
+    Record<ComparePrim, Record<never, never>>,
+    Record<ReducePrim, { axes: number[]; keepdims: boolean }> {
+  where: Record<never, never>;
+  cast: { dtype: DType };
+  argmax: { axis: number; keepdims: boolean };
+  matmul: Record<never, never>;
+  reshape: { shape: number[] };
+  transpose: { perm: number[] };
+  broadcastTo: { shape: number[] };
+  slice: { starts: number[]; ends: number[] };
+  pad: { lo: number[]; hi: number[]; value: number };
+  concat: { axis: number };
+  gather: { axis: number };
+  scatterAdd: { axis: number; size: number };
+  randomBits: { shape: number[] };
+  stopGradient: Record<never, never>;
+}
+
+/** A primitive's name. */
+export type Prim = keyof PrimParams;
+
+/** Every primitive, for runtime iteration (kept in step with `PrimParams` by the type below). */
+export const PRIMS = [
+  ...UNARY,
+  ...BINARY,
+  ...COMPARE,
+  ...REDUCE,
+  "where",
+  "cast",
+  "argmax",
+  "matmul",
+  "reshape",
+  "transpose",
+  "broadcastTo",
+  "slice",
+  "pad",
+  "concat",
+  "gather",
+  "scatterAdd",
+  "randomBits",
+  "stopGradient",
+] as const satisfies readonly Prim[];
+
+// Compile-time check that PRIMS lists every key of PrimParams.
+type Missing = Exclude<Prim, typeof PRIMS[number]>;
+const _allListed: [Missing] extends [never] ? true : Missing = true;
+void _allListed;

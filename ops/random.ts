@@ -1,0 +1,189 @@
+/**
+ * Counter-based PRNG keys (Threefry-2x32), JAX style: a key is a uint32[2] tensor; `split` and `foldIn` derive
+ * new keys; every sampler is a pure function of its key. CPU and WebGPU produce the same bits.
+ */
+import type { Tensor } from "../autograd/tensor.ts";
+import { bind } from "../autograd/engine.ts";
+import type { Backend } from "./backend.ts";
+import { defaultBackend } from "./backends.ts";
+import { tensor } from "./create.ts";
+import type { DType } from "./dtype.ts";
+import * as api from "./api.ts";
+import { checkShape, fmt } from "./shape.ts";
+
+/** Raw uint32 bits of `shape` from `key`. */
+export function randomBits(key: Tensor, shape: readonly number[]): Tensor {
+  checkShape(shape, "randomBits");
+  return bind("randomBits", [key], { shape: [...shape] });
+}
+
+/**
+ * A key from an integer seed.
+ *
+ * @example
+ * ```ts
+ * import { random } from "./mod.ts";
+ * const [k1, k2] = random.split(random.key(0));
+ * const x = random.normal(k1, [2, 3]);
+ * ```
+ */
+export function key(seed: number, backend?: Backend): Tensor {
+  if (!Number.isInteger(seed)) throw new TypeError(`random.key: seed must be an integer, got ${seed}`);
+  const hi = Math.floor(seed / 2 ** 32) >>> 0;
+  return tensor([hi, seed >>> 0], { dtype: "uint32", backend: backend ?? defaultBackend() });
+}
+
+/** `n` independent keys derived from `key`. */
+export function split(key: Tensor, n = 2): Tensor[] {
+  const bits = randomBits(key, [n, 2]);
+  return Array.from({ length: n }, (_, i) => api.reshape(api.slice(bits, [i, 0], [i + 1, 2]), [2]));
+}
+
+/** A key derived from `key` and an integer (a number, or a traced scalar such as the step counter). */
+export function foldIn(key: Tensor, data: number | Tensor): Tensor {
+  const d = typeof data === "number"
+    ? api.scalarLike(data >>> 0, key)
+    : api.cast(api.reshape(data.dtype === "float32" ? api.floor(data) : data, []), "uint32");
+  const offset = api.concat([api.scalarLike(0, key).reshape([1]), d.reshape([1])]);
+  return randomBits(api.add(key, offset), [2]);
+}
+
+/** Options of the float samplers. */
+export interface SampleOptions {
+  dtype?: DType;
+}
+
+/** Uniform floats in `[min, max)` (24 random bits per value). */
+export function uniform(
+  key: Tensor,
+  shape: readonly number[],
+  opts: SampleOptions & { min?: number; max?: number } = {},
+): Tensor {
+  const dtype = opts.dtype ?? "float32";
+  const bits = randomBits(key, shape);
+  const u = api.mul(api.cast(api.div(bits, 256), dtype), 2 ** -24);
+  const lo = opts.min ?? 0;
+  const hi = opts.max ?? 1;
+  return lo === 0 && hi === 1 ? u : api.add(api.mul(u, hi - lo), lo);
+}
+
+/** Inverse error function (Giles' single-precision approximation), a composite of differentiable ops. */
+export function erfinv(x: Tensor): Tensor {
+  const w = api.neg(api.log(api.mul(api.sub(1, x), api.add(1, x))));
+  const horner = (t: Tensor, cs: number[]) =>
+    cs.slice(2).reduce((p: Tensor, c) => api.add(api.mul(p, t), c), api.add(api.mul(t, cs[0]), cs[1]));
+  const small = horner(api.sub(w, 2.5), [
+    2.81022636e-08,
+    3.43273939e-07,
+    -3.5233877e-06,
+    -4.39150654e-06,
+    0.00021858087,
+    -0.00125372503,
+    -0.00417768164,
+    0.246640727,
+    1.50140941,
+  ]);
+  const large = horner(api.sub(api.sqrt(api.maximum(w, 5)), 3), [
+    -0.000200214257,
+    0.000100950558,
+    0.00134934322,
+    -0.00367342844,
+    0.00573950773,
+    -0.0076224613,
+    0.00943887047,
+    1.00167406,
+    2.83297682,
+  ]);
+  return api.mul(api.where(api.less(w, 5), small, large), x);
+}
+
+/** Standard normal samples (inverse-CDF method), scaled by `std` and shifted by `mean`. */
+export function normal(
+  key: Tensor,
+  shape: readonly number[],
+  opts: SampleOptions & { mean?: number; std?: number } = {},
+): Tensor {
+  // u in (-1, 1): offset by half a step so that erfinv never sees +-1.
+  const u = api.sub(api.mul(api.add(uniform(key, shape, opts), 2 ** -25), 2), 1);
+  const z = api.mul(erfinv(u), Math.SQRT2);
+  const std = opts.std ?? 1;
+  const mean = opts.mean ?? 0;
+  return std === 1 && mean === 0 ? z : api.add(api.mul(z, std), mean);
+}
+
+function normCdf(x: number): number {
+  // Via erf of the float64 oracle (imported lazily to keep this module light).
+  return 0.5 * (1 + erfApprox(x / Math.SQRT2));
+}
+
+function erfApprox(x: number): number {
+  // Abramowitz-Stegun 7.1.26 is ample for truncation bounds.
+  const t = 1 / (1 + 0.3275911 * Math.abs(x));
+  const y = 1 - ((((1.061405429 * t - 1.453152027) * t + 1.421413741) * t - 0.284496736) * t + 0.254829592) * t *
+      Math.exp(-x * x);
+  return x < 0 ? -y : y;
+}
+
+/**
+ * Normal samples truncated to `[lower, upper]` (absolute bounds, as PyTorch's `trunc_normal_`), by the inverse
+ * CDF, then clamped.
+ */
+export function truncatedNormal(
+  key: Tensor,
+  shape: readonly number[],
+  opts: SampleOptions & { mean?: number; std?: number; lower?: number; upper?: number } = {},
+): Tensor {
+  const mean = opts.mean ?? 0;
+  const std = opts.std ?? 1;
+  const lower = opts.lower ?? -2;
+  const upper = opts.upper ?? 2;
+  if (!(lower < upper)) throw new RangeError(`truncatedNormal: lower ${lower} must be below upper ${upper}`);
+  const l = normCdf((lower - mean) / std);
+  const h = normCdf((upper - mean) / std);
+  const u = uniform(key, shape, { ...opts, min: 2 * l - 1, max: 2 * h - 1 });
+  const clampedU = api.minimum(api.maximum(u, -1 + 1e-7), 1 - 1e-7);
+  const x = api.add(api.mul(erfinv(clampedU), std * Math.SQRT2), mean);
+  return api.minimum(api.maximum(x, lower), upper);
+}
+
+/** Booleans that are true with probability `p`. */
+export function bernoulli(key: Tensor, p: number | Tensor, shape: readonly number[]): Tensor {
+  return api.less(uniform(key, shape), p);
+}
+
+/** Integers uniform in `[low, high)` (int32). */
+export function randint(key: Tensor, low: number, high: number, shape: readonly number[]): Tensor {
+  if (!(Number.isInteger(low) && Number.isInteger(high) && low < high)) {
+    throw new RangeError(`randint: need integers low < high, got ${low}, ${high}`);
+  }
+  const u = uniform(key, shape, { dtype: "float32" });
+  const v = api.floor(api.add(api.mul(u, high - low), low));
+  return api.minimum(api.cast(v, "int32"), high - 1);
+}
+
+/**
+ * A random permutation of `0..n-1` (int32), by ranking random bits (O(n^2) work; meant for n up to a few
+ * thousand, e.g. a batch).
+ */
+export function permutation(key: Tensor, n: number): Tensor {
+  if (!Number.isInteger(n) || n < 1) throw new RangeError(`permutation: n must be a positive integer, got ${n}`);
+  if (n > 8192) throw new RangeError(`permutation: n = ${n} is too large for the O(n^2) ranking (max 8192)`);
+  const bits = randomBits(key, [n]);
+  const idx = tensor(Array.from({ length: n }, (_, i) => i), { dtype: "int32", backend: key.backend });
+  const bi = api.reshape(bits, [n, 1]);
+  const bj = api.reshape(bits, [1, n]);
+  const ii = api.reshape(idx, [n, 1]);
+  const jj = api.reshape(idx, [1, n]);
+  // rank_i = #{j : b_j < b_i or (b_j == b_i and j < i)}
+  const int = (b: Tensor) => api.cast(b, "int32");
+  const before = api.add(int(api.less(bj, bi)), api.mul(int(api.equal(bj, bi)), int(api.less(jj, ii))));
+  const rank = api.sum(before, 1);
+  return api.scatterAdd(idx, rank, 0, n);
+}
+
+/** Checks that a tensor looks like a key. */
+export function assertKey(k: Tensor, where: string): void {
+  if (k.dtype !== "uint32" || k.rank !== 1 || k.shape[0] !== 2) {
+    throw new TypeError(`${where}: expected a key (uint32[2]), got ${k.dtype}${fmt(k.shape)}`);
+  }
+}

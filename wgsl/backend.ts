@@ -1,0 +1,224 @@
+/**
+ * The WebGPU backend. Every op encodes one dispatch into a shared open compute pass; work is submitted when a
+ * value is read back (or after many dispatches), never awaited inside an op. Released buffers return to a
+ * size-bucketed pool owned by the backend; uploads use fresh mapped buffers so that no queued command can
+ * observe a write out of order.
+ */
+import type { Backend } from "../ops/backend.ts";
+import { allocHost, type DType, type HostArray } from "../ops/dtype.ts";
+import type { Aval, Prim, PrimParams } from "../ops/prim.ts";
+import type { KernelSource } from "../ops/rule.ts";
+import { RULES } from "../ops/table.ts";
+import { broadcastStrides, size } from "../ops/shape.ts";
+import { offsetOf, perThreadKernel, WG } from "./codegen.ts";
+
+/** A pooled GPU buffer with its capacity in bytes. */
+export interface GpuBuf {
+  readonly buffer: GPUBuffer;
+  readonly bytes: number;
+}
+
+const USAGE = GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST;
+const MAX_DISPATCHES_PER_SUBMIT = 4096;
+const MAX_WORKGROUPS_X = 65535;
+
+/** Counters for tests and the jit debug API. */
+export interface GpuStats {
+  buffersCreated: number;
+  dispatches: number;
+  submits: number;
+  pipelinesCompiled: number;
+  pooledBytes: number;
+  liveBytes: number;
+}
+
+/** Rounds a byte size up to its pool bucket (powers of two, at least 16 bytes). */
+function bucket(bytes: number): number {
+  return Math.max(16, 2 ** Math.ceil(Math.log2(Math.max(bytes, 1))));
+}
+
+/** Byte size of `n` elements on the GPU (every dtype is 4 bytes wide there). */
+export function gpuBytes(n: number): number {
+  return n * 4;
+}
+
+/** Creates the WebGPU backend on a device. */
+export class WebGpuBackend implements Backend {
+  readonly name = "webgpu" as const;
+  readonly device: GPUDevice;
+  readonly adapterInfo: string;
+  readonly stats: GpuStats = {
+    buffersCreated: 0,
+    dispatches: 0,
+    submits: 0,
+    pipelinesCompiled: 0,
+    pooledBytes: 0,
+    liveBytes: 0,
+  };
+  private pool = new Map<number, GPUBuffer[]>();
+  private pipelines = new Map<string, GPUComputePipeline>();
+  private kernels = new Map<string, KernelSource>();
+  private encoder: GPUCommandEncoder | null = null;
+  private pass: GPUComputePassEncoder | null = null;
+  private pending = 0;
+  private doomed: GPUBuffer[] = [];
+
+  constructor(device: GPUDevice, adapterInfo: string) {
+    this.device = device;
+    this.adapterInfo = adapterInfo;
+  }
+
+  supports(dtype: DType): boolean {
+    return dtype !== "float64";
+  }
+
+  /** A buffer of at least `bytes` from the pool, or a new one. */
+  alloc(bytes: number): GpuBuf {
+    const cap = bucket(bytes);
+    const free = this.pool.get(cap);
+    this.stats.liveBytes += cap;
+    if (free && free.length > 0) {
+      this.stats.pooledBytes -= cap;
+      return { buffer: free.pop()!, bytes: cap };
+    }
+    this.stats.buffersCreated++;
+    return { buffer: this.device.createBuffer({ size: cap, usage: USAGE }), bytes: cap };
+  }
+
+  upload(data: HostArray, aval: Aval): GpuBuf {
+    const n = size(aval.shape);
+    const cap = bucket(gpuBytes(n));
+    const buffer = this.device.createBuffer({ size: cap, usage: USAGE, mappedAtCreation: true });
+    this.stats.buffersCreated++;
+    this.stats.liveBytes += cap;
+    const range = buffer.getMappedRange();
+    if (aval.dtype === "bool") new Uint32Array(range, 0, n).set(data);
+    else new Uint8Array(range, 0, data.byteLength).set(new Uint8Array(data.buffer, data.byteOffset, data.byteLength));
+    buffer.unmap();
+    return { buffer, bytes: cap };
+  }
+
+  async read(handle: unknown, aval: Aval): Promise<HostArray> {
+    const buf = handle as GpuBuf;
+    const n = size(aval.shape);
+    const bytes = gpuBytes(n);
+    if (n === 0) return allocHost(aval.dtype, 0);
+    this.endPass();
+    const staging = this.device.createBuffer({ size: bytes, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
+    this.encoder ??= this.device.createCommandEncoder();
+    this.encoder.copyBufferToBuffer(buf.buffer, 0, staging, 0, bytes);
+    this.flush();
+    await staging.mapAsync(GPUMapMode.READ);
+    const raw = staging.getMappedRange().slice(0);
+    staging.unmap();
+    staging.destroy();
+    if (aval.dtype === "bool") return Uint8Array.from(new Uint32Array(raw));
+    const out = allocHost(aval.dtype, n);
+    new Uint8Array(out.buffer).set(new Uint8Array(raw));
+    return out;
+  }
+
+  run<P extends Prim>(prim: P, ins: readonly unknown[], inAvals: readonly Aval[], params: PrimParams[P], out: Aval) {
+    const key = `${prim}|${inAvals.map((a) => `${a.dtype}[${a.shape}]`).join(";")}|${JSON.stringify(params)}`;
+    let kernel = this.kernels.get(key);
+    if (!kernel) {
+      kernel = lower(prim, inAvals, params, out);
+      this.kernels.set(key, kernel);
+    }
+    const result = this.alloc(gpuBytes(size(out.shape)));
+    this.dispatch(kernel, [...(ins as GpuBuf[]), result]);
+    return result;
+  }
+
+  release(handle: unknown): void {
+    const buf = handle as GpuBuf;
+    this.stats.liveBytes -= buf.bytes;
+    this.stats.pooledBytes += buf.bytes;
+    const list = this.pool.get(buf.bytes);
+    if (list) list.push(buf.buffer);
+    else this.pool.set(buf.bytes, [buf.buffer]);
+  }
+
+  /** Compiles (once) and returns the pipeline for a shader. */
+  pipeline(code: string): GPUComputePipeline {
+    let p = this.pipelines.get(code);
+    if (!p) {
+      const module = this.device.createShaderModule({ code });
+      p = this.device.createComputePipeline({ layout: "auto", compute: { module, entryPoint: "main" } });
+      this.pipelines.set(code, p);
+      this.stats.pipelinesCompiled++;
+    }
+    return p;
+  }
+
+  /** Encodes one dispatch of `kernel` over `buffers` (operands then output) into the open pass. */
+  dispatch(kernel: KernelSource, buffers: readonly GpuBuf[]): void {
+    if (kernel.threads === 0) return;
+    const pipeline = this.pipeline(kernel.code);
+    const bindGroup = this.device.createBindGroup({
+      layout: pipeline.getBindGroupLayout(0),
+      entries: buffers.map((b, i) => ({ binding: i, resource: { buffer: b.buffer } })),
+    });
+    const groups = Math.ceil(kernel.threads / kernel.workgroupSize);
+    const x = Math.min(groups, MAX_WORKGROUPS_X);
+    const y = Math.ceil(groups / x);
+    if (!this.pass) {
+      this.encoder ??= this.device.createCommandEncoder();
+      this.pass = this.encoder.beginComputePass();
+    }
+    this.pass.setPipeline(pipeline);
+    this.pass.setBindGroup(0, bindGroup);
+    this.pass.dispatchWorkgroups(x, y);
+    this.stats.dispatches++;
+    if (++this.pending >= MAX_DISPATCHES_PER_SUBMIT) this.flush();
+  }
+
+  private endPass(): void {
+    this.pass?.end();
+    this.pass = null;
+  }
+
+  /** Submits everything encoded so far (no await). */
+  flush(): void {
+    this.endPass();
+    if (this.encoder) {
+      this.device.queue.submit([this.encoder.finish()]);
+      this.stats.submits++;
+      this.encoder = null;
+    }
+    this.pending = 0;
+    for (const b of this.doomed) b.destroy();
+    this.doomed = [];
+  }
+
+  /** Destroys every pooled buffer (after submitting queued work that may use them). */
+  trim(): void {
+    for (const list of this.pool.values()) this.doomed.push(...list);
+    this.pool.clear();
+    this.stats.pooledBytes = 0;
+    this.flush();
+  }
+
+  /** Waits until the GPU has finished all submitted work. */
+  async sync(): Promise<void> {
+    this.flush();
+    await this.device.queue.onSubmittedWorkDone();
+  }
+}
+
+/** Builds the shader of one primitive application from its rule's WGSL lowering. */
+export function lower<P extends Prim>(prim: P, ins: readonly Aval[], params: PrimParams[P], out: Aval): KernelSource {
+  const w = RULES[prim].wgsl;
+  if (w.kind === "kernel") return w.build(ins, out, params);
+  if (w.kind === "alias") throw new Error(`${prim}: alias primitives have no kernel`);
+  const n = size(out.shape);
+  const loads = ins.map((a, k) => {
+    if (size(a.shape) === n) return { code: "", expr: `in${k}[gid]` };
+    const strides = broadcastStrides(a.shape, out.shape);
+    return { code: offsetOf(`o${k}`, "gid", out.shape, strides), expr: `in${k}[o${k}]` };
+  });
+  const expr = w.expr(loads.map((l) => l.expr), ins, out, params);
+  const body = `${loads.map((l) => l.code).join("\n  ")}
+  out[gid] = ${expr};`;
+  return { code: perThreadKernel(ins.map((a) => a.dtype), out.dtype, n, body), threads: n, workgroupSize: WG };
+}

@@ -1,5 +1,5 @@
 /** Creating tensors from host data, and moving them between backends. */
-import { Tensor } from "../autograd/tensor.ts";
+import type { Tensor } from "../autograd/tensor.ts";
 import { fromHost } from "../autograd/engine.ts";
 import type { Backend } from "./backend.ts";
 import { defaultBackend, webgpu } from "./backends.ts";

@@ -14,7 +14,8 @@
  * @module
  */
 export { type NestedArray, Tensor } from "./autograd/tensor.ts";
-export { keep, setFiniteCheck, tidy } from "./autograd/engine.ts";
+export { keep, tidy } from "./autograd/engine.ts";
+export { assertFinite, enableFiniteCheck, NonFiniteError } from "./autograd/debug.ts";
 export { customVjp, grad, type GradOptions, type Pullback, valueAndGrad, vjp } from "./autograd/vjp.ts";
 export { jit, type JitOptions, type JitStats, type Jitted } from "./autograd/jit.ts";
 export { printGraph } from "./autograd/graph.ts";

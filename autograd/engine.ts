@@ -194,11 +194,8 @@ interface DebugState {
 
 const debugState: DebugState = { checkFinite: false, onOutput: () => {} };
 
-/**
- * Turns on a check after every eager op; `hook` is given the op and its output and may throw.
- * Backends install the default hook (`enableFiniteCheck` in mod.ts wires it).
- */
-export function setFiniteCheck(on: boolean, hook?: (prim: string, t: Tensor) => void): void {
+/** @internal Installed by autograd/debug.ts: called with every eager op's output while the check is on. */
+export function setOutputHook(on: boolean, hook: (prim: string, t: Tensor) => void): void {
   debugState.checkFinite = on;
-  if (hook) debugState.onOutput = hook;
+  debugState.onOutput = hook;
 }

@@ -191,6 +191,33 @@ export class WebGpuBackend implements Backend {
     this.doomed = [];
   }
 
+  private finiteFlag: GpuBuf | null = null;
+
+  /** Debug: records `index` in a flag buffer (atomic min) if `handle` holds a NaN or infinity. */
+  flagNonFinite(handle: unknown, n: number, index: number): void {
+    if (!this.finiteFlag) {
+      this.finiteFlag = this.upload(new Uint32Array([0xffffffff]), { shape: [1], dtype: "uint32" });
+    }
+    const code = `@group(0) @binding(0) var<storage, read> x: array<u32>;
+@group(0) @binding(1) var<storage, read_write> flag: atomic<u32>;
+@compute @workgroup_size(${WG})
+fn main(@builtin(global_invocation_id) g: vec3<u32>, @builtin(num_workgroups) nw: vec3<u32>) {
+  let i = g.x + g.y * nw.x * ${WG}u;
+  if (i >= ${n}u) { return; }
+  if ((x[i] & 0x7f800000u) == 0x7f800000u) { atomicMin(&flag, ${index}u); }
+}`;
+    this.dispatch({ code, threads: n, workgroupSize: WG }, [handle as GpuBuf, this.finiteFlag]);
+  }
+
+  /** Debug: the lowest op index flagged as non-finite, or -1; resets the flag. */
+  async readNonFiniteFlag(): Promise<number> {
+    if (!this.finiteFlag) return -1;
+    const v = (await this.read(this.finiteFlag, { shape: [1], dtype: "uint32" }))[0];
+    this.release(this.finiteFlag);
+    this.finiteFlag = null;
+    return v === 0xffffffff ? -1 : v;
+  }
+
   /** Destroys every pooled buffer (after submitting queued work that may use them). */
   trim(): void {
     for (const list of this.pool.values()) this.doomed.push(...list);

@@ -12,6 +12,8 @@ import { defaultBackend } from "../ops/backends.ts";
 import { toHost } from "../ops/dtype.ts";
 import type { Aval, Prim, PrimParams } from "../ops/prim.ts";
 import { RULES } from "../ops/table.ts";
+import { compileWebGpu, type PlanStats } from "../wgsl/compile.ts";
+import type { WebGpuBackend } from "../wgsl/backend.ts";
 import { fmt } from "../ops/shape.ts";
 
 /** The trace that records a graph. */
@@ -84,7 +86,8 @@ export class JitTrace implements ActiveTrace {
 
 /** A compiled program: runs a graph on concrete inputs. Backends may replace this with fused plans. */
 export interface Executable {
-  run(inputs: readonly DataRef[]): DataRef[];
+  /** Runs on argument storage (numbers are float32 scalar arguments); returns one owned reference per output. */
+  run(inputs: readonly (DataRef | number)[]): DataRef[];
   /** Frees captured constants. */
   dispose(): void;
 }
@@ -94,8 +97,15 @@ export function interpret(graph: Graph, backend: Backend): Executable {
   const last = lastUses(graph);
   const outputs = new Set(graph.outputs);
   return {
-    run(inputs) {
+    run(args) {
       const env = new Array<DataRef | null>(graph.avals.length).fill(null);
+      const temps: Tensor[] = [];
+      const inputs = args.map((a) => {
+        if (typeof a !== "number") return a;
+        const t = fromHost(backend, toHost("float32", [a]), [], "float32");
+        temps.push(t);
+        return (t.source as { ref: DataRef }).ref;
+      });
       graph.inputs.forEach((id, i) => (env[id] = inputs[i]));
       for (const c of graph.consts) env[c.id] = c.ref;
       const owned = new Set<number>();
@@ -117,11 +127,15 @@ export function interpret(graph: Graph, backend: Backend): Executable {
         for (const id of new Set(e.inputs)) if (last[id] === i && owned.has(id) && !outputs.has(id)) drop(id);
       });
       for (const id of owned) if (last[id] === -1 && !outputs.has(id)) drop(id);
-      return graph.outputs.map((id) => {
+      const given = new Set<number>();
+      const result = graph.outputs.map((id) => {
         const r = env[id]!;
-        if (!owned.has(id)) r.refs++; // an input or constant returned as is
+        if (!owned.has(id) || given.has(id)) r.refs++; // an input, constant or repeated output
+        given.add(id);
         return r;
       });
+      for (const t of temps) t.dispose();
+      return result;
     },
     dispose() {
       for (const c of graph.consts) if (--c.ref.refs === 0) backend.release(c.ref.handle);
@@ -135,6 +149,8 @@ export interface JitStats {
   traces: number;
   /** Equations in the most recent plan. */
   eqns: number;
+  /** The compiled WebGPU plan of the most recent signature (dispatches per call, peak bytes), if any. */
+  plan?: PlanStats;
 }
 
 /** A jitted function: callable like `f`, plus inspection helpers. */
@@ -153,6 +169,8 @@ export interface JitOptions {
   donate?: number[];
   /** Backend to run on when no argument is a tensor (default backend otherwise). */
   backend?: Backend;
+  /** Run the traced graph op by op instead of compiling it (debugging). */
+  interpret?: boolean;
 }
 
 interface Plan {
@@ -209,7 +227,10 @@ export function jit<A extends unknown[], R>(f: (...args: A) => R, opts: JitOptio
         for (const c of tr.graph.consts) {
           if (!graph.consts.includes(c) && --c.ref.refs === 0) backend.release(c.ref.handle);
         }
-        return { graph, exe: interpret(graph, backend), outDef, staticOut: outLeaves, outIsVar };
+        const exe = backend.name === "webgpu" && !opts.interpret
+          ? compileWebGpu(graph, backend as WebGpuBackend)
+          : interpret(graph, backend);
+        return { graph, exe, outDef, staticOut: outLeaves, outIsVar };
       }));
   };
 
@@ -229,8 +250,7 @@ export function jit<A extends unknown[], R>(f: (...args: A) => R, opts: JitOptio
     if (topTrace(tensors) !== null) return f(...args); // under another transform: trace through
     const { plan, leaves } = planFor(args);
     const backend = backendOf(leaves);
-    const inputs: DataRef[] = [];
-    const temps: Tensor[] = [];
+    const inputs: (DataRef | number)[] = [];
     for (const l of leaves) {
       if (l instanceof Tensor) {
         if (l.backend !== backend) throw new Error(`jit: arguments live on ${l.backend.name} and ${backend.name}`);
@@ -238,13 +258,10 @@ export function jit<A extends unknown[], R>(f: (...args: A) => R, opts: JitOptio
         if (!src.ref) throw new Error(`jit: argument ${l.dtype}${fmt(l.shape)} was disposed`);
         inputs.push(src.ref);
       } else if (typeof l === "number") {
-        const t = fromHost(backend, toHost("float32", [l]), [], "float32");
-        temps.push(t);
-        inputs.push((t.source as { ref: DataRef }).ref);
+        inputs.push(l);
       }
     }
     const outRefs = plan.exe.run(inputs);
-    for (const t of temps) t.dispose();
     let k = 0;
     const outLeaves = plan.staticOut.map((l, i) => {
       if (!plan.outIsVar[i]) return l;
@@ -257,7 +274,11 @@ export function jit<A extends unknown[], R>(f: (...args: A) => R, opts: JitOptio
 
   return Object.assign(call, {
     graph: (...args: A) => printGraph(planFor(args).plan.graph),
-    stats: (): JitStats => ({ traces: plans.size, eqns: (lastPlan as Plan | null)?.graph.eqns.length ?? 0 }),
+    stats: (): JitStats => {
+      const p = lastPlan as Plan | null;
+      const exe = p?.exe as { stats?: () => PlanStats } | undefined;
+      return { traces: plans.size, eqns: p?.graph.eqns.length ?? 0, plan: exe?.stats?.() };
+    },
     dispose: () => {
       for (const p of plans.values()) p.exe.dispose();
       plans.clear();

@@ -159,6 +159,12 @@ export class WebGpuBackend implements Backend {
       layout: pipeline.getBindGroupLayout(0),
       entries: buffers.map((b, i) => ({ binding: i, resource: { buffer: b.buffer } })),
     });
+    this.dispatchPrebuilt(pipeline, bindGroup, kernel);
+  }
+
+  /** Encodes a dispatch whose pipeline and bind group were built ahead (jit plans). */
+  dispatchPrebuilt(pipeline: GPUComputePipeline, bindGroup: GPUBindGroup, kernel: KernelSource): void {
+    if (kernel.threads === 0) return;
     const groups = Math.ceil(kernel.threads / kernel.workgroupSize);
     const x = Math.min(groups, MAX_WORKGROUPS_X);
     const y = Math.ceil(groups / x);

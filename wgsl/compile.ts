@@ -1,0 +1,259 @@
+/**
+ * Compiles a traced graph into a static WebGPU plan:
+ * 1. elementwise (`map`) equations are fused into the single consumer that has their shape, so a chain of
+ *    elementwise ops becomes one kernel;
+ * 2. every intermediate gets a buffer slot assigned by liveness (slots are reused, peak bytes are known);
+ * 3. pipelines and the bind groups of steps that touch only intermediates and constants are built ahead.
+ * A call writes scalar inputs, binds argument and output buffers, encodes every dispatch into one compute
+ * pass, submits once and returns without awaiting.
+ */
+import type { DataRef } from "../autograd/tensor.ts";
+import type { Eqn, Graph } from "../autograd/graph.ts";
+import type { Executable } from "../autograd/jit.ts";
+import type { Aval } from "../ops/prim.ts";
+import type { KernelSource } from "../ops/rule.ts";
+import { RULES } from "../ops/table.ts";
+import { broadcastStrides, size } from "../ops/shape.ts";
+import { type GpuBuf, gpuBytes, lower, type WebGpuBackend } from "./backend.ts";
+import { offsetOf, perThreadKernel, WG } from "./codegen.ts";
+import { wgslType } from "./types.ts";
+
+/** One dispatch (or alias) of the plan, reading `inputs` and writing `out` (graph variable ids). */
+interface Step {
+  kernel: KernelSource | null;
+  inputs: number[];
+  out: number;
+  /** The graph equations this step computes (for printing). */
+  eqns: Eqn[];
+}
+
+/** Statistics of a compiled plan. */
+export interface PlanStats {
+  steps: number;
+  dispatches: number;
+  fusedEqns: number;
+  /** Bytes of the intermediate slots (the static part of the plan). */
+  slotBytes: number;
+  /** Peak bytes alive during a call: slots + arguments + outputs + constants. */
+  peakBytes: number;
+}
+
+/** Groups elementwise equations into fused kernels. */
+function planSteps(graph: Graph): Step[] {
+  const uses = new Map<number, number>();
+  for (const e of graph.eqns) for (const id of e.inputs) uses.set(id, (uses.get(id) ?? 0) + 1);
+  for (const id of graph.outputs) uses.set(id, (uses.get(id) ?? 0) + 1);
+  const producer = new Map<number, Eqn>();
+  for (const e of graph.eqns) producer.set(e.out, e);
+  const isMap = (e: Eqn) => RULES[e.prim].wgsl.kind === "map";
+  // fusedInto[v] = consumer eqn out id, when the map eqn producing v is inlined into its single consumer.
+  const fusedInto = new Map<number, number>();
+  for (const e of graph.eqns) {
+    if (!isMap(e)) continue;
+    const n = size(graph.avals[e.out].shape);
+    for (const id of e.inputs) {
+      const p = producer.get(id);
+      if (p && isMap(p) && uses.get(id) === 1 && size(graph.avals[id].shape) === n) fusedInto.set(id, e.out);
+    }
+  }
+  const steps: Step[] = [];
+  for (const e of graph.eqns) {
+    if (fusedInto.has(e.out)) continue;
+    if (RULES[e.prim].alias) {
+      steps.push({ kernel: null, inputs: [...e.inputs], out: e.out, eqns: [e] });
+      continue;
+    }
+    if (!isMap(e)) {
+      const avals = e.inputs.map((id) => graph.avals[id]);
+      steps.push({
+        kernel: lower(e.prim, avals, e.params, graph.avals[e.out]),
+        inputs: [...e.inputs],
+        out: e.out,
+        eqns: [e],
+      });
+      continue;
+    }
+    // Collect the fused tree in graph order.
+    const members: Eqn[] = [];
+    const visit = (x: Eqn) => {
+      for (const id of x.inputs) if (fusedInto.get(id) === x.out) visit(producer.get(id)!);
+      members.push(x);
+    };
+    visit(e);
+    steps.push(fusedStep(graph, members, fusedInto));
+  }
+  return steps;
+}
+
+/** Emits one kernel computing a fused elementwise tree; `members` ends with the root. */
+function fusedStep(graph: Graph, members: Eqn[], fusedInto: Map<number, number>): Step {
+  const root = members[members.length - 1];
+  const out: Aval = graph.avals[root.out];
+  const n = size(out.shape);
+  const inputs: number[] = [];
+  const loads: string[] = [];
+  const loadOf = new Map<number, string>();
+  const load = (id: number) => {
+    let name = loadOf.get(id);
+    if (name) return name;
+    const k = inputs.length;
+    inputs.push(id);
+    name = `v${k}`;
+    const a = graph.avals[id];
+    if (size(a.shape) === n) loads.push(`let ${name} = in${k}[gid];`);
+    else {loads.push(
+        `${offsetOf(`o${k}`, "gid", out.shape, broadcastStrides(a.shape, out.shape))}\n  let ${name} = in${k}[o${k}];`,
+      );}
+    loadOf.set(id, name);
+    return name;
+  };
+  const lines: string[] = [];
+  for (const m of members) {
+    const w = RULES[m.prim].wgsl;
+    if (w.kind !== "map") throw new Error("fusedStep: non-elementwise member");
+    const args = m.inputs.map((id) => (fusedInto.get(id) === m.out ? `t${id}` : load(id)));
+    const avals = m.inputs.map((id) => graph.avals[id]);
+    const expr = (w.expr as (a: string[], i: readonly Aval[], o: Aval, p: unknown) => string)(
+      args,
+      avals,
+      graph.avals[m.out],
+      m.params,
+    );
+    lines.push(`let t${m.out}: ${wgslType(graph.avals[m.out].dtype)} = ${expr};`);
+  }
+  const body = `${loads.join("\n  ")}\n  ${lines.join("\n  ")}\n  out[gid] = t${root.out};`;
+  const code = perThreadKernel(inputs.map((id) => graph.avals[id].dtype), out.dtype, n, body);
+  return { kernel: { code, threads: n, workgroupSize: WG }, inputs, out: root.out, eqns: members };
+}
+
+/** Compiles a graph for the WebGPU backend. */
+export function compileWebGpu(graph: Graph, backend: WebGpuBackend): Executable & { stats(): PlanStats } {
+  const steps = planSteps(graph);
+  const nVars = graph.avals.length;
+  const inputSet = new Set(graph.inputs);
+  const constSet = new Set(graph.consts.map((c) => c.id));
+  const outputSet = new Set(graph.outputs);
+  // Alias chains share their root's storage.
+  const root = new Int32Array(nVars).map((_, i) => i);
+  for (const s of steps) if (!s.kernel) root[s.out] = root[s.inputs[0]];
+  // Where a variable's storage comes from: argument, constant, output (fresh per call) or a static slot.
+  const dynamic = (id: number) => inputSet.has(root[id]) || outputSet.has(root[id]);
+  // An output aliasing an intermediate makes that whole chain per-call output storage.
+  for (const id of graph.outputs) if (!inputSet.has(root[id]) && !constSet.has(root[id])) outputSet.add(root[id]);
+
+  // Liveness over steps for static slots.
+  const lastUse = new Int32Array(nVars).fill(-1);
+  steps.forEach((s, i) => {
+    for (const id of s.inputs) lastUse[root[id]] = Math.max(lastUse[root[id]], i);
+  });
+  const slotOf = new Int32Array(nVars).fill(-1);
+  const slots: GpuBuf[] = [];
+  const freeSlots = new Map<number, number[]>();
+  const bucketBytes = (id: number) =>
+    Math.max(16, 2 ** Math.ceil(Math.log2(Math.max(gpuBytes(size(graph.avals[id].shape)), 1))));
+  steps.forEach((s, i) => {
+    if (s.kernel && !dynamic(s.out) && !constSet.has(s.out)) {
+      const bytes = bucketBytes(s.out);
+      const free = freeSlots.get(bytes);
+      if (free && free.length) slotOf[s.out] = free.pop()!;
+      else {
+        slotOf[s.out] = slots.length;
+        slots.push(backend.alloc(bytes));
+      }
+    }
+    for (const id of new Set(s.inputs.map((x) => root[x]))) {
+      if (lastUse[id] === i && slotOf[id] >= 0) {
+        const bytes = slots[slotOf[id]].bytes;
+        if (!freeSlots.has(bytes)) freeSlots.set(bytes, []);
+        freeSlots.get(bytes)!.push(slotOf[id]);
+      }
+    }
+    // A slot written but never read is released right away.
+    if (slotOf[s.out] >= 0 && lastUse[s.out] < 0) {
+      const bytes = slots[slotOf[s.out]].bytes;
+      if (!freeSlots.has(bytes)) freeSlots.set(bytes, []);
+      freeSlots.get(bytes)!.push(slotOf[s.out]);
+    }
+  });
+  const constBuf = new Map(graph.consts.map((c) => [c.id, c.ref.handle as GpuBuf]));
+
+  const kernels = steps.filter((s) => s.kernel);
+  const pipelines = kernels.map((s) => backend.pipeline(s.kernel!.code));
+  const staticBuf = (id: number): GpuBuf | null => {
+    const r = root[id];
+    if (slotOf[r] >= 0) return slots[slotOf[r]];
+    return constBuf.get(r) ?? null;
+  };
+  const prebuilt = kernels.map((s, k) => {
+    const bufs = [...s.inputs, s.out].map(staticBuf);
+    if (bufs.some((b) => b === null)) return null;
+    return backend.device.createBindGroup({
+      layout: pipelines[k].getBindGroupLayout(0),
+      entries: bufs.map((b, i) => ({ binding: i, resource: { buffer: b!.buffer } })),
+    });
+  });
+  const scalars: DataRef[] = [];
+  const slotBytes = slots.reduce((a, b) => a + b.bytes, 0);
+  const argBytes = graph.inputs.reduce((a, id) => a + bucketBytes(id), 0);
+  const outBytes = [...outputSet].reduce((a, id) => a + bucketBytes(id), 0);
+  const constBytes = graph.consts.reduce((a, c) => a + (c.ref.handle as GpuBuf).bytes, 0);
+
+  return {
+    run(args: readonly (DataRef | number)[]): DataRef[] {
+      const env = new Map<number, DataRef>();
+      // Numbers go to plan-owned scalar buffers. writeBuffer runs at queue time, so submit the queued eager work
+      // first: a pooled buffer may still be the target of commands encoded before this call.
+      if (args.some((a) => typeof a === "number")) backend.flush();
+      const inputs = args.map((a, i) => {
+        if (typeof a !== "number") return a;
+        scalars[i] ??= { backend, handle: backend.alloc(4), refs: 1 };
+        backend.device.queue.writeBuffer((scalars[i].handle as GpuBuf).buffer, 0, new Float32Array([a]));
+        return scalars[i];
+      });
+      graph.inputs.forEach((id, i) => env.set(id, inputs[i]));
+      const fresh: DataRef[] = [];
+      for (const id of outputSet) {
+        if (inputSet.has(id) || constSet.has(id)) continue;
+        const ref: DataRef = { backend, handle: backend.alloc(gpuBytes(size(graph.avals[id].shape))), refs: 0 };
+        env.set(id, ref);
+        fresh.push(ref);
+      }
+      const bufOf = (id: number): GpuBuf => {
+        const r = root[id];
+        const ref = env.get(r);
+        if (ref) return ref.handle as GpuBuf;
+        return staticBuf(id)!;
+      };
+      kernels.forEach((s, k) => {
+        const bg = prebuilt[k] ?? backend.device.createBindGroup({
+          layout: pipelines[k].getBindGroupLayout(0),
+          entries: [...s.inputs, s.out].map((id, i) => ({ binding: i, resource: { buffer: bufOf(id).buffer } })),
+        });
+        backend.dispatchPrebuilt(pipelines[k], bg, s.kernel!);
+      });
+      backend.flush();
+      const result = graph.outputs.map((id) => {
+        const r = root[id];
+        const ref = env.get(r) ?? { backend, handle: constBuf.get(r)!, refs: 0 };
+        const existing = inputs.find((x) => x === ref) ?? graph.consts.find((c) => c.ref.handle === ref.handle)?.ref;
+        const owner = existing ?? ref;
+        owner.refs++;
+        return owner;
+      });
+      for (const ref of fresh) if (ref.refs === 0) backend.release(ref.handle);
+      return result;
+    },
+    dispose() {
+      for (const s of slots) backend.release(s);
+      for (const r of scalars) if (r && --r.refs === 0) backend.release(r.handle);
+      for (const c of graph.consts) if (--c.ref.refs === 0) backend.release(c.ref.handle);
+    },
+    stats: () => ({
+      steps: steps.length,
+      dispatches: kernels.length,
+      fusedEqns: graph.eqns.length - steps.length,
+      slotBytes,
+      peakBytes: slotBytes + argBytes + outBytes + constBytes,
+    }),
+  };
+}

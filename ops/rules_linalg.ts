@@ -6,6 +6,7 @@ import { broadcastStrides, fmt, size } from "./shape.ts";
 import { forEachIndex } from "./cpu_util.ts";
 import * as api from "./api.ts";
 import { offsetOf, perThreadKernel, WG } from "../wgsl/codegen.ts";
+import { blockedApplies, blockedMatmul } from "../wgsl/matmul.ts";
 
 interface MatmulDims {
   batch: number[];
@@ -73,6 +74,7 @@ export const matmulRule: Rule<"matmul"> = {
     kind: "kernel",
     build: ([a, b], out) => {
       const { batch, m, k, n } = matmulDims(a, b);
+      if (a.dtype === "float32" && blockedApplies(n)) return blockedMatmul(a, b, batch, m, k, n);
       const total = size(out.shape);
       const body = `
   let j = gid % ${n}u;

@@ -102,7 +102,7 @@ function intDiv(a: number, b: number): number {
 
 /** Cotangent split for max/min: the selected operand gets g, ties share it equally. */
 function pickVjp(g: Tensor, a: Tensor, b: Tensor, first: (a: Tensor, b: Tensor) => Tensor) {
-  const ga = api.where(first(a, b), 1, api.where(api.equal(a, b), 0.5, 0));
+  const ga = api.where(first(a, b), 1, api.where(api.equal(a, b), api.scalarLike(0.5, g), 0));
   const wa = api.cast(ga, g.dtype);
   return [api.mul(g, wa), api.mul(g, api.sub(1, wa))] as [Tensor, Tensor];
 }

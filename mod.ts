@@ -18,15 +18,35 @@ export { keep, tidy } from "./autograd/engine.ts";
 export { assertFinite, enableFiniteCheck, NonFiniteError } from "./autograd/debug.ts";
 export { customVjp, grad, type GradOptions, type Pullback, valueAndGrad, vjp } from "./autograd/vjp.ts";
 export { jit, type JitOptions, type JitStats, type Jitted } from "./autograd/jit.ts";
-export { printGraph } from "./autograd/graph.ts";
+export { type Eqn, type Graph, printGraph } from "./autograd/graph.ts";
+export type { PlanStats } from "./wgsl/compile.ts";
 export * as tree from "./autograd/tree.ts";
 export { emaFold, type Tree } from "./autograd/tree.ts";
 export * from "./ops/api.ts";
-export { arange, type CreateOptions, fromTyped, full, ones, tensor, toBackend, zeros } from "./ops/create.ts";
+export {
+  arange,
+  type CreateOptions,
+  fromTyped,
+  full,
+  type NestedInput,
+  ones,
+  tensor,
+  toBackend,
+  zeros,
+} from "./ops/create.ts";
 export { defaultBackend, initBackend, useBackend, webgpu } from "./ops/backends.ts";
 export { cpu } from "./ops/cpu.ts";
-export type { Backend } from "./ops/backend.ts";
+export type { Backend, Handle } from "./ops/backend.ts";
+export type { Shape } from "./ops/shape.ts";
 export type { DType, HostArray } from "./ops/dtype.ts";
-export { type Aval, type Prim, PRIMS } from "./ops/prim.ts";
+export { type Aval, type Prim, type PrimParams, PRIMS } from "./ops/prim.ts";
 export * as random from "./ops/random.ts";
 export * as nn from "./ops/nn.ts";
+export {
+  encodeSafetensors,
+  type HostTensor,
+  loadSafetensors,
+  parseSafetensors,
+  type SafetensorsFile,
+  saveSafetensors,
+} from "./models/safetensors.ts";

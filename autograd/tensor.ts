@@ -27,7 +27,8 @@ export type Source =
   | { readonly kind: "data"; ref: DataRef | null }
   | { readonly kind: "tracer"; readonly trace: Trace; readonly payload: unknown };
 
-type Operand = Tensor | number;
+/** A tensor, or a JS number that takes the other operand's dtype and backend. */
+export type Operand = Tensor | number;
 
 /**
  * An immutable n-dimensional array. Created by `tensor`, `zeros`, ... or by operations; read back with

@@ -2,14 +2,13 @@
  * The user-facing primitive operations: thin wrappers over `bind` that normalise arguments (numbers become
  * scalars of the other operand's dtype, negative axes, -1 in reshape) and name the op in every error.
  */
-import { Tensor } from "../autograd/tensor.ts";
+import { type Operand, Tensor } from "../autograd/tensor.ts";
 import { bind, fromHost } from "../autograd/engine.ts";
 import { type DType, isFloat, toHost } from "./dtype.ts";
 import type { BinaryPrim, ComparePrim, ReducePrim, UnaryPrim } from "./prim.ts";
 import { broadcastShapes, fmt, normAxes, sameShape, size } from "./shape.ts";
 
-/** A tensor, or a JS number that takes the other operand's dtype and backend. */
-export type Operand = Tensor | number;
+export type { Operand };
 
 /** Creates a scalar constant on `like`'s backend with `like`'s dtype. */
 export function scalarLike(value: number, like: Tensor, dtype: DType = like.dtype): Tensor {

@@ -1,0 +1,220 @@
+/**
+ * Safetensors: an 8-byte little-endian header length, a JSON header (`dtype`, `shape`, `data_offsets` per
+ * tensor, optional `__metadata__` of strings), then raw little-endian data. A short reader and writer.
+ */
+import { Tensor } from "../autograd/tensor.ts";
+import { fromHost } from "../autograd/engine.ts";
+import { fromPaths, paths } from "../autograd/tree.ts";
+import type { Backend } from "../ops/backend.ts";
+import { defaultBackend } from "../ops/backends.ts";
+import { allocHost, type DType, type HostArray } from "../ops/dtype.ts";
+import { fmt, size } from "../ops/shape.ts";
+
+/** One decoded entry: host data in one of our dtypes (F16/BF16 widen to float32, I64 narrows to int32). */
+export interface HostTensor {
+  dtype: DType;
+  shape: number[];
+  data: HostArray;
+}
+
+/** Decoded file contents. */
+export interface SafetensorsFile {
+  tensors: Map<string, HostTensor>;
+  metadata: Record<string, string>;
+}
+
+const BYTES: Record<string, number> = {
+  F64: 8,
+  F32: 4,
+  F16: 2,
+  BF16: 2,
+  I64: 8,
+  I32: 4,
+  U32: 4,
+  U8: 1,
+  I8: 1,
+  BOOL: 1,
+};
+
+const scratch = new DataView(new ArrayBuffer(4));
+
+function f16ToF32(h: number): number {
+  const s = h & 0x8000 ? -1 : 1;
+  const e = (h >> 10) & 0x1f;
+  const m = h & 0x3ff;
+  if (e === 0) return s * m * 2 ** -24;
+  if (e === 31) return m ? NaN : s * Infinity;
+  return s * (1 + m / 1024) * 2 ** (e - 15);
+}
+
+function decode(dtype: string, shape: number[], bytes: Uint8Array, name: string, file: string): HostTensor {
+  const n = size(shape);
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  const out = (d: DType, get: (i: number) => number): HostTensor => {
+    const data = allocHost(d, n);
+    for (let i = 0; i < n; i++) data[i] = get(i);
+    return { dtype: d, shape, data };
+  };
+  switch (dtype) {
+    case "F32":
+      return out("float32", (i) => view.getFloat32(i * 4, true));
+    case "F64":
+      return out("float64", (i) => view.getFloat64(i * 8, true));
+    case "F16":
+      return out("float32", (i) => f16ToF32(view.getUint16(i * 2, true)));
+    case "BF16":
+      return out("float32", (i) => {
+        scratch.setUint32(0, view.getUint16(i * 2, true) << 16, true);
+        return scratch.getFloat32(0, true);
+      });
+    case "I32":
+      return out("int32", (i) => view.getInt32(i * 4, true));
+    case "U32":
+      return out("uint32", (i) => view.getUint32(i * 4, true));
+    case "I64":
+      return out("int32", (i) => {
+        const v = view.getBigInt64(i * 8, true);
+        if (v > 2147483647n || v < -2147483648n) {
+          throw new RangeError(`${file}: '${name}' has an int64 value outside int32`);
+        }
+        return Number(v);
+      });
+    case "U8":
+      return out("int32", (i) => bytes[i]);
+    case "I8":
+      return out("int32", (i) => view.getInt8(i));
+    case "BOOL":
+      return out("bool", (i) => (bytes[i] ? 1 : 0));
+  }
+  throw new TypeError(`${file}: tensor '${name}' has unsupported dtype ${dtype}`);
+}
+
+/** Parses safetensors bytes; `file` names the source in errors. */
+export function parseSafetensors(bytes: Uint8Array, file = "<bytes>"): SafetensorsFile {
+  if (bytes.byteLength < 8) throw new Error(`${file}: not a safetensors file (shorter than 8 bytes)`);
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  const headerLen = Number(view.getBigUint64(0, true));
+  if (headerLen > bytes.byteLength - 8) throw new Error(`${file}: corrupt safetensors header length ${headerLen}`);
+  let header: Record<
+    string,
+    { dtype: string; shape: number[]; data_offsets: [number, number] } | Record<string, string>
+  >;
+  try {
+    header = JSON.parse(new TextDecoder().decode(bytes.subarray(8, 8 + headerLen)));
+  } catch (e) {
+    throw new Error(`${file}: corrupt safetensors header (${(e as Error).message})`);
+  }
+  const base = 8 + headerLen;
+  const tensors = new Map<string, HostTensor>();
+  let metadata: Record<string, string> = {};
+  for (const [name, entry] of Object.entries(header)) {
+    if (name === "__metadata__") {
+      metadata = entry as Record<string, string>;
+      continue;
+    }
+    const { dtype, shape, data_offsets: [start, end] } = entry as {
+      dtype: string;
+      shape: number[];
+      data_offsets: [number, number];
+    };
+    const width = BYTES[dtype];
+    if (!width) throw new TypeError(`${file}: tensor '${name}' has unsupported dtype ${dtype}`);
+    if (end - start !== size(shape) * width || base + end > bytes.byteLength) {
+      throw new Error(
+        `${file}: tensor '${name}' ${dtype}${fmt(shape)} has inconsistent data offsets [${start}, ${end}]`,
+      );
+    }
+    tensors.set(name, decode(dtype, shape, bytes.subarray(base + start, base + end), name, file));
+  }
+  return { tensors, metadata };
+}
+
+const CODE: Record<DType, string> = { float32: "F32", float64: "F64", int32: "I32", uint32: "U32", bool: "BOOL" };
+
+/** Encodes named host tensors (in the given order) and string metadata as safetensors bytes. */
+export function encodeSafetensors(
+  entries: Iterable<[string, HostTensor]>,
+  metadata: Record<string, string> = {},
+): Uint8Array {
+  const header: Record<string, unknown> = {};
+  if (Object.keys(metadata).length) header.__metadata__ = metadata;
+  const chunks: Uint8Array[] = [];
+  let offset = 0;
+  for (const [name, t] of entries) {
+    const bytes = t.dtype === "bool"
+      ? Uint8Array.from(t.data, (v) => (v ? 1 : 0))
+      : new Uint8Array(t.data.buffer, t.data.byteOffset, t.data.byteLength);
+    header[name] = { dtype: CODE[t.dtype], shape: t.shape, data_offsets: [offset, offset + bytes.byteLength] };
+    chunks.push(bytes);
+    offset += bytes.byteLength;
+  }
+  let json = new TextEncoder().encode(JSON.stringify(header));
+  const pad = (8 - (json.byteLength % 8)) % 8;
+  if (pad) json = new TextEncoder().encode(JSON.stringify(header) + " ".repeat(pad));
+  const out = new Uint8Array(8 + json.byteLength + offset);
+  new DataView(out.buffer).setBigUint64(0, BigInt(json.byteLength), true);
+  out.set(json, 8);
+  let at = 8 + json.byteLength;
+  for (const c of chunks) {
+    out.set(c, at);
+    at += c.byteLength;
+  }
+  return out;
+}
+
+/**
+ * Writes a pytree of tensors to `path` atomically (a temporary file, then a rename), with dotted paths as
+ * names and string metadata.
+ *
+ * @example
+ * ```ts
+ * import { saveSafetensors, tensor } from "./mod.ts";
+ * await saveSafetensors({ w: tensor([1, 2]) }, "/tmp/w.safetensors", { step: "3" });
+ * ```
+ */
+export async function saveSafetensors(
+  tree: unknown,
+  path: string,
+  metadata: Record<string, string> = {},
+): Promise<void> {
+  const leaves = paths<unknown>(tree).filter((e): e is [string, Tensor] => e[1] instanceof Tensor);
+  const datas = await Promise.all(leaves.map(([, t]) => t.data()));
+  const entries = leaves.map((
+    [name, t],
+    i,
+  ): [string, HostTensor] => [name, { dtype: t.dtype, shape: [...t.shape], data: datas[i] }]);
+  const bytes = encodeSafetensors(entries, metadata);
+  const tmp = `${path}.tmp-${Date.now()}-${Math.random().toString(36).slice(2)}`;
+  await Deno.writeFile(tmp, bytes);
+  await Deno.rename(tmp, path);
+}
+
+/**
+ * Reads a safetensors file into a pytree of tensors (dotted names become nesting) plus its metadata.
+ *
+ * @example
+ * ```ts
+ * import { loadSafetensors } from "./mod.ts";
+ * const { tree, metadata } = await loadSafetensors("/tmp/w.safetensors");
+ * ```
+ */
+export async function loadSafetensors(
+  path: string,
+  opts: { backend?: Backend } = {},
+): Promise<{ tree: Record<string, unknown>; flat: Map<string, Tensor>; metadata: Record<string, string> }> {
+  let bytes: Uint8Array;
+  try {
+    bytes = await Deno.readFile(path);
+  } catch (e) {
+    throw new Error(`loadSafetensors: cannot read '${path}': ${(e as Error).message}`);
+  }
+  const file = parseSafetensors(bytes, path);
+  const backend = opts.backend ?? defaultBackend();
+  const flat = new Map<string, Tensor>();
+  for (const [name, t] of file.tensors) {
+    const dtype: DType = t.dtype === "float64" && !backend.supports("float64") ? "float32" : t.dtype;
+    const data = dtype === t.dtype ? t.data : Float32Array.from(t.data);
+    flat.set(name, fromHost(backend, data, t.shape, dtype));
+  }
+  return { tree: fromPaths([...flat]) as Record<string, unknown>, flat, metadata: file.metadata };
+}

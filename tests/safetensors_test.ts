@@ -1,0 +1,43 @@
+import assert from "node:assert/strict";
+import { cpu, loadSafetensors, parseSafetensors, saveSafetensors, tensor, tree } from "../mod.ts";
+
+const FIX = new URL("./fixtures/", import.meta.url);
+
+Deno.test("safetensors: reads the PyTorch fixtures (F32, BOOL, metadata)", async () => {
+  const { flat, metadata } = await loadSafetensors(new URL("rgb/inputs.safetensors", FIX).pathname, { backend: cpu });
+  assert.deepEqual(flat.get("crops.0")!.shape, [2, 3, 32, 32]);
+  const masks = flat.get("masks.0")!;
+  assert.equal(masks.dtype, "bool");
+  // README: masked counts of crop 0 are [6, 0].
+  const m = Array.from(await masks.data());
+  const count = (xs: number[]) => xs.reduce((a, b) => a + b, 0);
+  assert.deepEqual([count(m.slice(0, 16)), count(m.slice(16))], [6, 0]);
+  assert.equal(typeof metadata, "object");
+});
+
+Deno.test("safetensors: save then load round-trips a tree, metadata and dtypes; writes atomically", async () => {
+  const dir = await Deno.makeTempDir();
+  const path = `${dir}/t.safetensors`;
+  const t = {
+    blocks: [{ w: tensor([[1.5, -2], [3, 4]], { backend: cpu }) }],
+    idx: tensor([1, -7], { dtype: "int32", backend: cpu }),
+    flag: tensor([true, false], { dtype: "bool", backend: cpu }),
+  };
+  await saveSafetensors(t, path, { step: "12" });
+  const { tree: back, metadata } = await loadSafetensors(path, { backend: cpu });
+  assert.equal(metadata.step, "12");
+  assert.deepEqual(tree.paths(back).map(([p]) => p).sort(), ["blocks.0.w", "flag", "idx"]);
+  assert.deepEqual(await (back as any).blocks[0].w.toArray(), [[1.5, -2], [3, 4]]);
+  assert.deepEqual(await (back as any).idx.toArray(), [1, -7]);
+  assert.deepEqual(await (back as any).flag.toArray(), [true, false]);
+  const names = [...Deno.readDirSync(dir)].map((e) => e.name);
+  assert.deepEqual(names, ["t.safetensors"]); // no temporary file left behind
+  await Deno.remove(dir, { recursive: true });
+});
+
+Deno.test("safetensors: corrupt input names the file", () => {
+  assert.throws(() => parseSafetensors(new Uint8Array([1, 2, 3]), "bad.safetensors"), /bad\.safetensors/);
+  const bytes = new Uint8Array(16);
+  new DataView(bytes.buffer).setBigUint64(0, 1000n, true);
+  assert.throws(() => parseSafetensors(bytes, "short.safetensors"), /short\.safetensors: corrupt/);
+});

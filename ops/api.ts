@@ -113,9 +113,18 @@ export function argmax(x: Tensor, axis = -1, keepdims = false): Tensor {
   return bind("argmax", [x], { axis: normAxes(axis, x.rank, "argmax")[0], keepdims });
 }
 
-/** Matrix product `[..., M, K] x [..., K, N]` with broadcast batch dimensions. */
-export function matmul(a: Tensor, b: Tensor): Tensor {
-  return bind("matmul", [a, b], {});
+/** Options of `matmul`: read an operand transposed (last two dims swapped) without materialising it. */
+export interface MatmulOptions {
+  transA?: boolean;
+  transB?: boolean;
+}
+
+/**
+ * Matrix product `op(a)[..., M, K] x op(b)[..., K, N]` with broadcast batch dimensions; `op` transposes the
+ * last two dimensions when `transA`/`transB` is set (read in place by the kernels).
+ */
+export function matmul(a: Tensor, b: Tensor, opts: MatmulOptions = {}): Tensor {
+  return bind("matmul", [a, b], { transA: opts.transA ?? false, transB: opts.transB ?? false });
 }
 
 /** Same data under a new shape; one dimension may be -1. */

@@ -74,7 +74,7 @@ export function linear(x: Tensor, weight: Tensor, bias?: Tensor | null): Tensor 
     throw new RangeError(`linear: input ${fmt(x.shape)} does not fit weight ${fmt(weight.shape)} ([out, in])`);
   }
   const lead = x.shape.slice(0, -1);
-  const y = api.matmul(api.reshape(x, [-1, weight.shape[1]]), api.mT(weight));
+  const y = api.matmul(api.reshape(x, [-1, weight.shape[1]]), weight, { transB: true });
   const out = api.reshape(y, [...lead, weight.shape[0]]);
   return bias ? api.add(out, bias) : out;
 }
@@ -136,5 +136,5 @@ export function resizeBicubic(x: Tensor, outH: number, outW: number, scale?: [nu
   };
   const mh = asTensor(bicubicMatrix(h, outH, scale?.[0]), outH, h);
   const mw = asTensor(bicubicMatrix(w, outW, scale?.[1]), outW, w);
-  return api.matmul(api.matmul(mh, x), api.mT(mw));
+  return api.matmul(api.matmul(mh, x), mw, { transB: true });
 }

@@ -46,7 +46,8 @@ export interface PrimParams
   where: Record<never, never>;
   cast: { dtype: DType };
   argmax: { axis: number; keepdims: boolean };
-  matmul: Record<never, never>;
+  /** `op(a) @ op(b)` where op transposes the last two dimensions when the flag is set. */
+  matmul: { transA: boolean; transB: boolean };
   reshape: { shape: number[] };
   transpose: { perm: number[] };
   broadcastTo: { shape: number[] };

@@ -1,13 +1,14 @@
 /**
- * Register-blocked batched matmul for WebGPU. Each invocation computes a `TM x TN` block of the output,
- * reading `B` rows as vec4 and (when K is a multiple of 4) `A` rows as vec4, so each load feeds many FMAs.
- * On software adapters (lavapipe/llvmpipe) invocations are SIMD lanes of a CPU core and workgroup memory only
- * adds copies, so the blocking lives in registers. Shapes that don't fit fall back to the scalar kernel.
+ * Batched matmul kernels for WebGPU, with transposed operands read in place (no transpose copies).
+ * The blocked kernel gives each invocation a `TM x 4*TN4` block of the output and feeds many FMAs per load
+ * (vec4 loads along whichever dimension is contiguous). On software adapters (lavapipe/llvmpipe) invocations
+ * are SIMD lanes of a CPU core and workgroup memory only adds copies, so the blocking lives in registers.
+ * Shapes whose N is not a multiple of 4 use the scalar kernel (one output per invocation).
  */
 import type { Aval } from "../ops/prim.ts";
 import type { KernelSource } from "../ops/rule.ts";
 import { broadcastStrides, size } from "../ops/shape.ts";
-import { offsetOf } from "./codegen.ts";
+import { offsetOf, perThreadKernel, WG } from "./codegen.ts";
 
 /** Rows and vec4 columns per invocation. */
 export interface MatmulTile {
@@ -15,83 +16,118 @@ export interface MatmulTile {
   tn4: number;
 }
 
-/** The default tile, chosen by bench/matmul on lavapipe. */
+/** The default tile, chosen with bench/ on lavapipe (8 x 8 outputs per invocation). */
 export const DEFAULT_TILE: MatmulTile = { tm: 8, tn4: 2 };
 
-/** True when the blocked kernel applies (N a multiple of 4). */
-export function blockedApplies(n: number): boolean {
-  return n % 4 === 0;
+/** Problem description: `op(A)[..., M, K] x op(B)[..., K, N]`, op = transpose of the last two dims when set. */
+export interface MatmulProblem {
+  a: Aval;
+  b: Aval;
+  transA: boolean;
+  transB: boolean;
+  batch: number[];
+  m: number;
+  k: number;
+  n: number;
 }
 
 /** Per-batch element offsets of an operand (0 along broadcast batch dims). */
-function batchStrides(x: Aval, batch: number[]): number[] {
+export function batchStrides(x: Aval, batch: number[]): number[] {
   const mat = x.shape[x.shape.length - 1] * x.shape[x.shape.length - 2];
   return broadcastStrides(x.shape.slice(0, -2), batch).map((s) => s * mat);
 }
 
-/** The blocked kernel for `[..., M, K] x [..., K, N]` with batch dims `batch`. */
-export function blockedMatmul(
-  a: Aval,
-  b: Aval,
-  batch: number[],
-  m: number,
-  k: number,
-  n: number,
-  tile = DEFAULT_TILE,
-): KernelSource {
+/** Chooses the kernel for a problem. */
+export function matmulKernel(p: MatmulProblem, tile = DEFAULT_TILE): KernelSource {
+  return p.n % 4 === 0 && p.a.dtype === "float32" ? blockedMatmul(p, tile) : scalarMatmul(p);
+}
+
+/** One output element per invocation; any shapes and transposes. */
+export function scalarMatmul({ a, b, transA, transB, batch, m, k, n }: MatmulProblem): KernelSource {
+  const total = size(batch) * m * n;
+  const ia = transA ? `p * ${m}u + i` : `i * ${k}u + p`;
+  const ib = transB ? `j * ${k}u + p` : `p * ${n}u + j`;
+  const body = `
+  let j = gid % ${n}u;
+  let i = (gid / ${n}u) % ${m}u;
+  let bi = gid / ${m * n}u;
+  ${offsetOf("oa", "bi", batch, batchStrides(a, batch))}
+  ${offsetOf("ob", "bi", batch, batchStrides(b, batch))}
+  var acc = 0.0;
+  for (var p = 0u; p < ${k}u; p++) {
+    acc = fma(in0[oa + ${ia}], in1[ob + ${ib}], acc);
+  }
+  out[gid] = acc;`;
+  return { code: perThreadKernel([a.dtype, b.dtype], "float32", total, body), threads: total, workgroupSize: WG };
+}
+
+const range = (n: number) => Array.from({ length: n }, (_, i) => i);
+
+/** The register-blocked kernel (N a multiple of 4). */
+export function blockedMatmul(p: MatmulProblem, tile = DEFAULT_TILE): KernelSource {
+  const { a, b, transA, transB, batch, m, k, n } = p;
   const { tm, tn4 } = tile;
   const n4 = n / 4;
   const colTiles = Math.ceil(n4 / tn4);
   const rowTiles = Math.ceil(m / tm);
   const threads = size(batch) * rowTiles * colTiles;
-  const vecA = k % 4 === 0;
   const wg = 64;
-  const accDecl = Array.from({ length: tm * tn4 }, (_, i) => `var c${i} = vec4<f32>(0.0);`).join("\n  ");
-  const rowsA = Array.from({ length: tm }, (_, r) => `let ar${r} = min(row0 + ${r}u, ${m - 1}u) * ${k}u + oa;`).join(
-    "\n  ",
-  );
-  const colsB = Array.from({ length: tn4 }, (_, c) => `let bc${c} = min(col4 + ${c}u, ${n4 - 1}u) + ob4;`).join("\n  ");
-  let inner: string;
-  if (vecA) {
-    const loadsA = Array.from({ length: tm }, (_, r) => `let a${r} = A4[(ar${r} + p) / 4u];`).join("\n    ");
-    const steps: string[] = [];
-    for (let q = 0; q < 4; q++) {
-      for (let c = 0; c < tn4; c++) steps.push(`let b${q}_${c} = B4[(p + ${q}u) * ${n4}u + bc${c}];`);
-      for (let r = 0; r < tm; r++) {
-        for (let c = 0; c < tn4; c++) {
-          steps.push(`c${r * tn4 + c} = fma(vec4<f32>(a${r}[${q}]), b${q}_${c}, c${r * tn4 + c});`);
-        }
-      }
-    }
-    inner = `for (var p = 0u; p < ${k}u; p += 4u) {
-    ${loadsA}
-    ${steps.join("\n    ")}
-  }`;
+  const acc = (r: number, c: number) => `c${r * tn4 + c}`;
+  // A is read as vec4 along K (not transposed, K % 4 == 0) or along M (transposed, M % 4 == 0, tm % 4 == 0).
+  const vecAk = !transA && k % 4 === 0;
+  const vecAm = transA && m % 4 === 0 && tm % 4 === 0;
+  // B^T rows are contiguous along K: read them as vec4 when K % 4 == 0 and use dot products.
+  const dotB = transB && k % 4 === 0 && vecAk;
+  const rowIdx = range(tm).map((r) => `let r${r} = min(row0 + ${r}u, ${m - 1}u);`);
+  const colIdx = range(tn4 * 4).map((j) => `let j${j} = min(col4 * 4u + ${j}u, ${n - 1}u);`);
+  const aAt = (r: number, pe: string) => (transA ? `A[oa + (${pe}) * ${m}u + r${r}]` : `A[oa + r${r} * ${k}u + ${pe}]`);
+  const bVec = (c: number, pe: string) =>
+    transB
+      ? `vec4<f32>(${range(4).map((q) => `B[ob + j${4 * c + q} * ${k}u + ${pe}]`).join(", ")})`
+      : `B4[(ob + (${pe}) * ${n}u) / 4u + col4 + ${c}u]`;
+  let loop: string;
+  if (dotB) {
+    const loadA = range(tm).map((r) => `let a${r} = A4[(oa + r${r} * ${k}u + p) / 4u];`);
+    const loadB = range(tn4 * 4).map((j) => `let b${j} = B4[(ob + j${j} * ${k}u + p) / 4u];`);
+    const fmas = range(tm).flatMap((r) =>
+      range(tn4).map((c) =>
+        `${acc(r, c)} += vec4<f32>(${range(4).map((q) => `dot(a${r}, b${4 * c + q})`).join(", ")});`
+      )
+    );
+    loop = `for (var p = 0u; p < ${k}u; p += 4u) {\n    ${[...loadA, ...loadB, ...fmas].join("\n    ")}\n  }`;
+  } else if (vecAk) {
+    const loadA = range(tm).map((r) => `let a${r} = A4[(oa + r${r} * ${k}u + p) / 4u];`);
+    const steps = range(4).flatMap((q) => [
+      ...range(tn4).map((c) => `let b${q}_${c} = ${bVec(c, `p + ${q}u`)};`),
+      ...range(tm).flatMap((r) =>
+        range(tn4).map((c) => `${acc(r, c)} = fma(vec4<f32>(a${r}[${q}]), b${q}_${c}, ${acc(r, c)});`)
+      ),
+    ]);
+    loop = `for (var p = 0u; p < ${k}u; p += 4u) {\n    ${[...loadA, ...steps].join("\n    ")}\n  }`;
   } else {
-    const loadsA = Array.from({ length: tm }, (_, r) => `let a${r} = A[ar${r} + p];`).join("\n    ");
-    const steps: string[] = [];
-    for (let c = 0; c < tn4; c++) steps.push(`let b${c} = B4[p * ${n4}u + bc${c}];`);
-    for (let r = 0; r < tm; r++) {
-      for (let c = 0; c < tn4; c++) steps.push(`c${r * tn4 + c} = fma(vec4<f32>(a${r}), b${c}, c${r * tn4 + c});`);
-    }
-    inner = `for (var p = 0u; p < ${k}u; p++) {
-    ${loadsA}
-    ${steps.join("\n    ")}
-  }`;
+    const loadA = vecAm
+      ? range(tm / 4).map((v) => `let av${v} = A4[(oa + p * ${m}u + row0) / 4u + ${v}u];`).concat(
+        range(tm).map((r) => `let a${r} = av${Math.floor(r / 4)}[${r % 4}];`),
+      )
+      : range(tm).map((r) => `let a${r} = ${aAt(r, "p")};`);
+    const loadB = range(tn4).map((c) => `let b${c} = ${bVec(c, "p")};`);
+    const fmas = range(tm).flatMap((r) =>
+      range(tn4).map((c) => `${acc(r, c)} = fma(vec4<f32>(a${r}), b${c}, ${acc(r, c)});`)
+    );
+    loop = `for (var p = 0u; p < ${k}u; p++) {\n    ${[...loadA, ...loadB, ...fmas].join("\n    ")}\n  }`;
   }
-  const stores: string[] = [];
-  for (let r = 0; r < tm; r++) {
-    for (let c = 0; c < tn4; c++) {
-      stores.push(
-        `if (row0 + ${r}u < ${m}u && col4 + ${c}u < ${n4}u) { C4[oc4 + (row0 + ${r}u) * ${n4}u + col4 + ${c}u] = c${
-          r * tn4 + c
-        }; }`,
-      );
-    }
-  }
+  const usesA4 = vecAk || vecAm;
+  const usesB4 = !transB || dotB;
+  const stores = range(tm).flatMap((r) =>
+    range(tn4).map((c) =>
+      `if (row0 + ${r}u < ${m}u && col4 + ${c}u < ${n4}u) { C4[oc4 + (row0 + ${r}u) * ${n4}u + col4 + ${c}u] = ${
+        acc(r, c)
+      }; }`
+    )
+  );
   const code = `
-@group(0) @binding(0) var<storage, read> ${vecA ? "A4: array<vec4<f32>>" : "A: array<f32>"};
-@group(0) @binding(1) var<storage, read> B4: array<vec4<f32>>;
+@group(0) @binding(0) var<storage, read> ${usesA4 ? "A4: array<vec4<f32>>" : "A: array<f32>"};
+@group(0) @binding(1) var<storage, read> ${usesB4 ? "B4: array<vec4<f32>>" : "B: array<f32>"};
 @group(0) @binding(2) var<storage, read_write> C4: array<vec4<f32>>;
 @compute @workgroup_size(${wg})
 fn main(@builtin(global_invocation_id) g: vec3<u32>, @builtin(num_workgroups) nw: vec3<u32>) {
@@ -103,13 +139,12 @@ fn main(@builtin(global_invocation_id) g: vec3<u32>, @builtin(num_workgroups) nw
   let row0 = rt * ${tm}u;
   let col4 = ct * ${tn4}u;
   ${offsetOf("oa", "bi", batch, batchStrides(a, batch))}
-  ${offsetOf("obe", "bi", batch, batchStrides(b, batch))}
-  let ob4 = obe / 4u;
+  ${offsetOf("ob", "bi", batch, batchStrides(b, batch))}
   let oc4 = bi * ${(m * n) / 4}u;
-  ${rowsA}
-  ${colsB}
-  ${accDecl}
-  ${inner}
+  ${rowIdx.join("\n  ")}
+  ${colIdx.join("\n  ")}
+  ${range(tm * tn4).map((i) => `var c${i} = vec4<f32>(0.0);`).join("\n  ")}
+  ${loop}
   ${stores.join("\n  ")}
 }`;
   return { code, threads, workgroupSize: wg };

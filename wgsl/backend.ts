@@ -21,6 +21,8 @@ export interface GpuBuf {
 const USAGE = GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST;
 const MAX_DISPATCHES_PER_SUBMIT = 4096;
 const MAX_WORKGROUPS_X = 65535;
+/** Free buffers kept per size bucket. */
+const MAX_POOLED_PER_BUCKET = 1024;
 
 /** Counters for tests and the jit debug API. */
 export interface GpuStats {
@@ -62,10 +64,16 @@ export class WebGpuBackend implements Backend {
   private pass: GPUComputePassEncoder | null = null;
   private pending = 0;
   private doomed: GPUBuffer[] = [];
+  private errors: string[] = [];
 
   constructor(device: GPUDevice, adapterInfo: string) {
     this.device = device;
     this.adapterInfo = adapterInfo;
+  }
+
+  /** Records an uncaptured device error; the next `read` throws with it, so no invalid result goes unnoticed. */
+  reportError(message: string): void {
+    this.errors.push(message.trim());
   }
 
   supports(dtype: DType): boolean {
@@ -112,6 +120,12 @@ export class WebGpuBackend implements Backend {
     const raw = staging.getMappedRange().slice(0);
     staging.unmap();
     staging.destroy();
+    if (this.errors.length > 0) {
+      const first = this.errors[0];
+      const more = this.errors.length > 1 ? ` (and ${this.errors.length - 1} more)` : "";
+      this.errors = [];
+      throw new Error(`WebGPU reported an error before this read; results are invalid: ${first}${more}`);
+    }
     if (aval.dtype === "bool") return Uint8Array.from(new Uint32Array(raw));
     const out = allocHost(aval.dtype, n);
     new Uint8Array(out.buffer).set(new Uint8Array(raw));
@@ -133,8 +147,14 @@ export class WebGpuBackend implements Backend {
   release(handle: unknown): void {
     const buf = handle as GpuBuf;
     this.stats.liveBytes -= buf.bytes;
-    this.stats.pooledBytes += buf.bytes;
     const list = this.pool.get(buf.bytes);
+    // Uploads always create fresh buffers and release them here, so without a cap the pool of small buckets
+    // (scalar constants of eager ops) grows without bound; surplus buffers are destroyed after the next submit.
+    if (list && list.length >= MAX_POOLED_PER_BUCKET) {
+      this.doomed.push(buf.buffer);
+      return;
+    }
+    this.stats.pooledBytes += buf.bytes;
     if (list) list.push(buf.buffer);
     else this.pool.set(buf.bytes, [buf.buffer]);
   }

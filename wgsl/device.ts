@@ -41,10 +41,12 @@ export async function createWebGpuBackend(): Promise<WebGpuBackend & { features:
   if (f16) features.push("shader-f16");
   if (subgroups) features.push("subgroups" as GPUFeatureName);
   const device = await adapter.requestDevice({ requiredLimits, requiredFeatures: features });
-  device.addEventListener?.("uncapturederror", (e) => {
-    console.error(`WebGPU error: ${(e as GPUUncapturedErrorEvent).error.message}`);
-  });
   const info = adapter.info;
   const desc = `${info.description || info.vendor || "unknown adapter"}${info.isFallbackAdapter ? " (software)" : ""}`;
-  return Object.assign(new WebGpuBackend(device, desc), { features: { shaderF16: f16, subgroups } });
+  const backend = new WebGpuBackend(device, desc);
+  device.addEventListener?.(
+    "uncapturederror",
+    (e) => backend.reportError((e as GPUUncapturedErrorEvent).error.message),
+  );
+  return Object.assign(backend, { features: { shaderF16: f16, subgroups } });
 }

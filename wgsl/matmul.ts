@@ -37,9 +37,9 @@ export function batchStrides(x: Aval, batch: number[]): number[] {
   return broadcastStrides(x.shape.slice(0, -2), batch).map((s) => s * mat);
 }
 
-/** Chooses the kernel for a problem. */
+/** Chooses the kernel for a problem: blocked for float32 unless the output is tiny. */
 export function matmulKernel(p: MatmulProblem, tile = DEFAULT_TILE): KernelSource {
-  return p.n % 4 === 0 && p.a.dtype === "float32" ? blockedMatmul(p, tile) : scalarMatmul(p);
+  return p.a.dtype === "float32" && p.m * p.n >= 16 ? blockedMatmul(p, tile) : scalarMatmul(p);
 }
 
 /** One output element per invocation; any shapes and transposes. */
@@ -63,11 +63,15 @@ export function scalarMatmul({ a, b, transA, transB, batch, m, k, n }: MatmulPro
 
 const range = (n: number) => Array.from({ length: n }, (_, i) => i);
 
-/** The register-blocked kernel (N a multiple of 4). */
+/**
+ * The register-blocked kernel. When N is a multiple of 4, B rows and C rows are vec4-aligned; otherwise the
+ * same blocking is kept with scalar loads and stores at the edges.
+ */
 export function blockedMatmul(p: MatmulProblem, tile = DEFAULT_TILE): KernelSource {
   const { a, b, transA, transB, batch, m, k, n } = p;
   const { tm, tn4 } = tile;
-  const n4 = n / 4;
+  const vecN = n % 4 === 0;
+  const n4 = Math.ceil(n / 4);
   const colTiles = Math.ceil(n4 / tn4);
   const rowTiles = Math.ceil(m / tm);
   const threads = size(batch) * rowTiles * colTiles;
@@ -84,7 +88,9 @@ export function blockedMatmul(p: MatmulProblem, tile = DEFAULT_TILE): KernelSour
   const bVec = (c: number, pe: string) =>
     transB
       ? `vec4<f32>(${range(4).map((q) => `B[ob + j${4 * c + q} * ${k}u + ${pe}]`).join(", ")})`
-      : `B4[(ob + (${pe}) * ${n}u) / 4u + col4 + ${c}u]`;
+      : vecN
+      ? `B4[(ob + (${pe}) * ${n}u) / 4u + col4 + ${c}u]`
+      : `vec4<f32>(${range(4).map((q) => `B[ob + (${pe}) * ${n}u + j${4 * c + q}]`).join(", ")})`;
   let loop: string;
   if (dotB) {
     const loadA = range(tm).map((r) => `let a${r} = A4[(oa + r${r} * ${k}u + p) / 4u];`);
@@ -117,18 +123,24 @@ export function blockedMatmul(p: MatmulProblem, tile = DEFAULT_TILE): KernelSour
     loop = `for (var p = 0u; p < ${k}u; p++) {\n    ${[...loadA, ...loadB, ...fmas].join("\n    ")}\n  }`;
   }
   const usesA4 = vecAk || vecAm;
-  const usesB4 = !transB || dotB;
-  const stores = range(tm).flatMap((r) =>
-    range(tn4).map((c) =>
-      `if (row0 + ${r}u < ${m}u && col4 + ${c}u < ${n4}u) { C4[oc4 + (row0 + ${r}u) * ${n4}u + col4 + ${c}u] = ${
-        acc(r, c)
-      }; }`
-    )
-  );
+  const usesB4 = (!transB && vecN) || dotB;
+  const store = (r: number, j: number) => {
+    const guard = `row0 + ${r}u < ${m}u && col4 * 4u + ${j}u < ${n}u`;
+    return `if (${guard}) { C[bi * ${m * n}u + (row0 + ${r}u) * ${n}u + col4 * 4u + ${j}u] = ${acc(r, j >> 2)}[${
+      j & 3
+    }]; }`;
+  };
+  const store4 = (r: number, c: number) => {
+    const guard = `row0 + ${r}u < ${m}u && col4 + ${c}u < ${n4}u`;
+    return `if (${guard}) { C4[oc4 + (row0 + ${r}u) * ${n4}u + col4 + ${c}u] = ${acc(r, c)}; }`;
+  };
+  const stores = vecN
+    ? range(tm).flatMap((r) => range(tn4).map((c) => store4(r, c)))
+    : range(tm).flatMap((r) => range(tn4 * 4).map((j) => store(r, j)));
   const code = `
 @group(0) @binding(0) var<storage, read> ${usesA4 ? "A4: array<vec4<f32>>" : "A: array<f32>"};
 @group(0) @binding(1) var<storage, read> ${usesB4 ? "B4: array<vec4<f32>>" : "B: array<f32>"};
-@group(0) @binding(2) var<storage, read_write> C4: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read_write> ${vecN ? "C4: array<vec4<f32>>" : "C: array<f32>"};
 @compute @workgroup_size(${wg})
 fn main(@builtin(global_invocation_id) g: vec3<u32>, @builtin(num_workgroups) nw: vec3<u32>) {
   let gid = g.x + g.y * nw.x * ${wg}u;
@@ -140,7 +152,7 @@ fn main(@builtin(global_invocation_id) g: vec3<u32>, @builtin(num_workgroups) nw
   let col4 = ct * ${tn4}u;
   ${offsetOf("oa", "bi", batch, batchStrides(a, batch))}
   ${offsetOf("ob", "bi", batch, batchStrides(b, batch))}
-  let oc4 = bi * ${(m * n) / 4}u;
+  ${vecN ? `let oc4 = bi * ${(m * n) / 4}u;` : ""}
   ${rowIdx.join("\n  ")}
   ${colIdx.join("\n  ")}
   ${range(tm * tn4).map((i) => `var c${i} = vec4<f32>(0.0);`).join("\n  ")}

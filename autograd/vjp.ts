@@ -198,18 +198,21 @@ export function valueAndGrad<A extends unknown[], R>(
         nums.forEach((n, k) => (full[n] = sel[k]));
         return (f as (...a: unknown[]) => unknown)(...full);
       };
-      let aux: unknown = undefined;
-      const [loss, pullback] = vjp((...sel: never[]) => {
+      // aux is returned through vjp (as part of the output) so that its float tensors come back as values, not
+      // as tracers of the finished trace; its cotangent leaves are null.
+      const [out, pullback] = vjp((...sel: never[]) => {
         const r = call(...sel);
         if (!opts.hasAux) return r as Tensor;
         if (!Array.isArray(r) || r.length !== 2) throw new TypeError("grad: with hasAux, f must return [loss, aux]");
-        aux = r[1];
-        return r[0] as Tensor;
+        return [r[0], r[1]];
       }, ...selected);
+      const [loss, aux] = opts.hasAux ? out as [unknown, unknown] : [out, undefined];
       if (!(loss instanceof Tensor) || loss.size !== 1 || !isFloat(loss.dtype)) {
         throw new TypeError(`grad: f must return a float scalar, got ${String(loss)}`);
       }
-      const grads = pullback(api.scalarLike(1, loss).reshape(loss.shape));
+      const seed = api.scalarLike(1, loss).reshape(loss.shape);
+      const { leaves: auxLeaves, def: auxDef } = flatten<unknown>(aux);
+      const grads = pullback(opts.hasAux ? [seed, unflatten(auxDef, auxLeaves.map(() => null))] : seed);
       const value = (opts.hasAux ? [loss, aux] : loss) as R;
       return [value, typeof argnums === "number" ? grads[0] : grads] as [R, any];
     });

@@ -75,3 +75,48 @@ export function eliminateDeadCode(g: Graph): Graph {
   kept.reverse();
   return { ...g, eqns: kept, consts: g.consts.filter((c) => live.has(c.id)), outputs: g.outputs };
 }
+
+/** True when `perm` swaps the last two axes and keeps the others. */
+function swapsLastTwo(perm: readonly number[]): boolean {
+  const r = perm.length;
+  return r >= 2 && perm[r - 2] === r - 1 && perm[r - 1] === r - 2 && perm.slice(0, -2).every((p, i) => p === i);
+}
+
+/**
+ * Folds `transpose` of the last two axes into the transpose flags of the matmuls that read it, so kernels
+ * index the original operand. The transpose itself disappears when nothing else reads it (dead-code pass).
+ */
+export function foldTransposesIntoMatmul(g: Graph): Graph {
+  const producer = new Map<number, Eqn>();
+  for (const e of g.eqns) producer.set(e.out, e);
+  const uses = new Map<number, number>();
+  for (const e of g.eqns) for (const id of e.inputs) uses.set(id, (uses.get(id) ?? 0) + 1);
+  for (const id of g.outputs) uses.set(id, (uses.get(id) ?? 0) + 1);
+  const eqns = g.eqns.map((e) => {
+    // (op(A) op(B))^T = op'(B) op'(A): a transpose of a matmul read only here becomes a swapped matmul.
+    if (e.prim === "transpose" && swapsLastTwo((e.params as { perm: number[] }).perm)) {
+      const p = producer.get(e.inputs[0]);
+      if (p && p.prim === "matmul" && uses.get(p.out) === 1) {
+        const { transA, transB } = p.params as { transA: boolean; transB: boolean };
+        return {
+          prim: "matmul",
+          inputs: [p.inputs[1], p.inputs[0]],
+          params: { transA: !transB, transB: !transA },
+          out: e.out,
+        } as Eqn;
+      }
+      return e;
+    }
+    if (e.prim !== "matmul") return e;
+    const params = { ...(e.params as { transA: boolean; transB: boolean }) };
+    const inputs = e.inputs.map((id, i) => {
+      const p = producer.get(id);
+      if (!p || p.prim !== "transpose" || !swapsLastTwo((p.params as { perm: number[] }).perm)) return id;
+      if (i === 0) params.transA = !params.transA;
+      else params.transB = !params.transB;
+      return p.inputs[0];
+    });
+    return { ...e, inputs, params } as Eqn;
+  });
+  return eliminateDeadCode({ ...g, eqns });
+}

@@ -5,7 +5,7 @@
  */
 import { type DataRef, Tensor } from "./tensor.ts";
 import { abstractEval, type ActiveTrace, adoptRef, bind, fromHost, tidy, topTrace, withTrace } from "./engine.ts";
-import { eliminateDeadCode, type Eqn, type Graph, lastUses, printGraph } from "./graph.ts";
+import { eliminateDeadCode, type Eqn, foldTransposesIntoMatmul, type Graph, lastUses, printGraph } from "./graph.ts";
 import { flatten, unflatten } from "./tree.ts";
 import type { Backend } from "../ops/backend.ts";
 import { defaultBackend } from "../ops/backends.ts";
@@ -223,7 +223,7 @@ export function jit<A extends unknown[], R>(f: (...args: A) => R, opts: JitOptio
         const { leaves: outLeaves, def: outDef } = flatten<unknown>(out);
         const outIsVar = outLeaves.map((l) => l instanceof Tensor);
         tr.graph.outputs = outLeaves.filter((l): l is Tensor => l instanceof Tensor).map((t) => tr.varOf(t));
-        const graph = eliminateDeadCode(tr.graph);
+        const graph = foldTransposesIntoMatmul(eliminateDeadCode(tr.graph));
         for (const c of tr.graph.consts) {
           if (!graph.consts.includes(c) && --c.ref.refs === 0) backend.release(c.ref.handle);
         }

@@ -1,5 +1,5 @@
 /** What one primitive declaration consists of. ops/table.ts holds one `Rule<P>` for every `P`. */
-import type { HostArray } from "./dtype.ts";
+import type { DType, HostArray } from "./dtype.ts";
 import type { Aval, Prim, PrimParams } from "./prim.ts";
 import type { Tensor } from "../autograd/tensor.ts";
 
@@ -18,11 +18,13 @@ export interface KernelSource {
 /**
  * How a primitive lowers to WGSL:
  * - `map`: a pure expression of the operands' values at the output element (elementwise, fusable);
+ * - `reduce`: a fold over `params.axes` given by its initial value and step (a prologue can be fused in);
  * - `kernel`: a whole shader;
  * - `alias`: no dispatch, the output shares the operand's storage.
  */
 export type WgslLowering<P extends Prim> =
   | { kind: "map"; expr(args: string[], ins: readonly Aval[], out: Aval, params: PrimParams[P]): string }
+  | { kind: "reduce"; init(dtype: DType): string; step(acc: string, v: string): string }
   | { kind: "kernel"; build(ins: readonly Aval[], out: Aval, params: PrimParams[P]): KernelSource }
   | { kind: "alias" };
 

@@ -29,31 +29,6 @@ function expandBack(g: Tensor, x: Tensor, axes: readonly number[]): Tensor {
   return api.broadcastTo(api.reshape(g, reducedShape(x.shape, axes, true)), x.shape);
 }
 
-/** Kernel: one thread per output element folding the reduced elements in row-major order. */
-function reduceKernel(
-  x: Aval,
-  axes: readonly number[],
-  out: Aval,
-  init: string,
-  step: (acc: string, v: string) => string,
-) {
-  const strides = stridesOf(x.shape);
-  const kept = x.shape.map((_, i) => i).filter((i) => !axes.includes(i));
-  const n = size(out.shape);
-  const redCount = axes.reduce((a, i) => a * x.shape[i], 1);
-  const t = wgslType(x.dtype);
-  const body = `
-  ${offsetOf("base", "gid", kept.map((i) => x.shape[i]), kept.map((i) => strides[i]))}
-  var acc: ${t} = ${init};
-  for (var r = 0u; r < ${redCount}u; r++) {
-    ${offsetOf("ro", "r", axes.map((i) => x.shape[i]), axes.map((i) => strides[i]))}
-    let v = in0[base + ro];
-    acc = ${step("acc", "v")};
-  }
-  out[gid] = acc;`;
-  return { code: perThreadKernel([x.dtype], out.dtype, n, body), threads: n, workgroupSize: WG };
-}
-
 function extreme(dtype: Aval["dtype"], sign: 1 | -1): string {
   if (isFloat(dtype)) return sign > 0 ? "bitcast<f32>(0x7f800000u)" : "bitcast<f32>(0xff800000u)";
   if (dtype === "int32") return sign > 0 ? "2147483647i" : "(-2147483647i - 1i)";
@@ -106,10 +81,7 @@ function reduceRule<P extends ReducePrim>(p: P): Rule<P> {
     shape: ([x], { axes, keepdims }) => reduceAval(p, x, axes, keepdims),
     cpu: ([x], [a], { axes }, out) => reduceAxes(x, a.shape, axes, out, d.init(a.dtype), d.step),
     vjp: (g, [x], y, { axes }) => [isFloat(x.dtype) ? d.vjp(g, x, y, axes) : null],
-    wgsl: {
-      kind: "kernel",
-      build: ([x], out, { axes }) => reduceKernel(x, axes, out, d.initWgsl(x.dtype), d.stepWgsl),
-    },
+    wgsl: { kind: "reduce", init: d.initWgsl, step: d.stepWgsl },
   };
 }
 

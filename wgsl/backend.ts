@@ -11,6 +11,7 @@ import type { KernelSource } from "../ops/rule.ts";
 import { RULES } from "../ops/table.ts";
 import { broadcastStrides, size } from "../ops/shape.ts";
 import { offsetOf, perThreadKernel, WG } from "./codegen.ts";
+import { reduceKernel } from "./reduce.ts";
 
 /** A pooled GPU buffer with its capacity in bytes. */
 export interface GpuBuf {
@@ -263,6 +264,9 @@ fn main(@builtin(global_invocation_id) g: vec3<u32>, @builtin(num_workgroups) nw
 export function lower<P extends Prim>(prim: P, ins: readonly Aval[], params: PrimParams[P], out: Aval): KernelSource {
   const w = RULES[prim].wgsl;
   if (w.kind === "kernel") return w.build(ins, out, params);
+  if (w.kind === "reduce") {
+    return reduceKernel(ins[0], (params as { axes: number[] }).axes, out, w.init(ins[0].dtype), w.step);
+  }
   if (w.kind === "alias") throw new Error(`${prim}: alias primitives have no kernel`);
   const n = size(out.shape);
   const loads = ins.map((a, k) => {

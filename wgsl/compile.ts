@@ -16,6 +16,7 @@ import { RULES } from "../ops/table.ts";
 import { broadcastStrides, size } from "../ops/shape.ts";
 import { type GpuBuf, gpuBytes, lower, type WebGpuBackend } from "./backend.ts";
 import { offsetOf, perThreadKernel, WG } from "./codegen.ts";
+import { type ElementSource, reduceKernel } from "./reduce.ts";
 import { wgslType } from "./types.ts";
 
 /** One dispatch (or alias) of the plan, reading `inputs` and writing `out` (graph variable ids). */
@@ -38,32 +39,67 @@ export interface PlanStats {
   peakBytes: number;
 }
 
-/** Groups elementwise equations into fused kernels. */
+const isMap = (e: Eqn) => RULES[e.prim].wgsl.kind === "map";
+
+/**
+ * Groups equations into kernels: a map equation is inlined into its only consumer when that consumer is a
+ * map of the same size (elementwise chains) or a reduction of it (reduction prologue).
+ */
 function planSteps(graph: Graph): Step[] {
-  const uses = new Map<number, number>();
-  for (const e of graph.eqns) for (const id of e.inputs) uses.set(id, (uses.get(id) ?? 0) + 1);
-  for (const id of graph.outputs) uses.set(id, (uses.get(id) ?? 0) + 1);
+  const consumers = new Map<number, Set<Eqn>>();
+  for (const e of graph.eqns) {
+    for (const id of e.inputs) {
+      if (!consumers.has(id)) consumers.set(id, new Set());
+      consumers.get(id)!.add(e);
+    }
+  }
+  const outputs = new Set(graph.outputs);
   const producer = new Map<number, Eqn>();
   for (const e of graph.eqns) producer.set(e.out, e);
-  const isMap = (e: Eqn) => RULES[e.prim].wgsl.kind === "map";
-  // fusedInto[v] = consumer eqn out id, when the map eqn producing v is inlined into its single consumer.
+  // fusedInto[v] = the out id of the eqn that inlines the map producing v.
   const fusedInto = new Map<number, number>();
   for (const e of graph.eqns) {
-    if (!isMap(e)) continue;
+    const kind = RULES[e.prim].wgsl.kind;
+    if (kind !== "map" && kind !== "reduce") continue;
     const n = size(graph.avals[e.out].shape);
     for (const id of e.inputs) {
       const p = producer.get(id);
-      if (p && isMap(p) && uses.get(id) === 1 && size(graph.avals[id].shape) === n) fusedInto.set(id, e.out);
+      const only = consumers.get(id)!.size === 1 && !outputs.has(id);
+      const fits = kind === "reduce" || size(graph.avals[id].shape) === n;
+      if (p && isMap(p) && only && fits) fusedInto.set(id, e.out);
     }
   }
+  const treeOf = (root: Eqn): Eqn[] => {
+    const members: Eqn[] = [];
+    const visit = (x: Eqn) => {
+      for (const id of new Set(x.inputs)) if (fusedInto.get(id) === x.out) visit(producer.get(id)!);
+      members.push(x);
+    };
+    visit(root);
+    return members;
+  };
   const steps: Step[] = [];
   for (const e of graph.eqns) {
     if (fusedInto.has(e.out)) continue;
-    if (RULES[e.prim].alias) {
+    const w = RULES[e.prim].wgsl;
+    if (w.kind === "alias") {
       steps.push({ kernel: null, inputs: [...e.inputs], out: e.out, eqns: [e] });
-      continue;
-    }
-    if (!isMap(e)) {
+    } else if (w.kind === "map") {
+      steps.push(fusedStep(graph, treeOf(e), fusedInto));
+    } else if (w.kind === "reduce" && fusedInto.get(e.inputs[0]) === e.out) {
+      const tree = treeOf(producer.get(e.inputs[0])!);
+      const x = graph.avals[e.inputs[0]];
+      const inputs: number[] = [];
+      const { lines, value } = emitTree(graph, tree, fusedInto, x.shape, "e", inputs);
+      const element: ElementSource = {
+        inputs: inputs.map((id) => graph.avals[id].dtype),
+        code: lines.join("\n    "),
+        value,
+      };
+      const axes = (e.params as { axes: number[] }).axes;
+      const kernel = reduceKernel(x, axes, graph.avals[e.out], w.init(x.dtype), w.step, element);
+      steps.push({ kernel, inputs, out: e.out, eqns: [...tree, e] });
+    } else {
       const avals = e.inputs.map((id) => graph.avals[id]);
       steps.push({
         kernel: lower(e.prim, avals, e.params, graph.avals[e.out]),
@@ -71,46 +107,44 @@ function planSteps(graph: Graph): Step[] {
         out: e.out,
         eqns: [e],
       });
-      continue;
     }
-    // Collect the fused tree in graph order.
-    const members: Eqn[] = [];
-    const visit = (x: Eqn) => {
-      for (const id of x.inputs) if (fusedInto.get(id) === x.out) visit(producer.get(id)!);
-      members.push(x);
-    };
-    visit(e);
-    steps.push(fusedStep(graph, members, fusedInto));
   }
   return steps;
 }
 
-/** Emits one kernel computing a fused elementwise tree; `members` ends with the root. */
-function fusedStep(graph: Graph, members: Eqn[], fusedInto: Map<number, number>): Step {
-  const root = members[members.length - 1];
-  const out: Aval = graph.avals[root.out];
-  const n = size(out.shape);
-  const inputs: number[] = [];
-  const loads: string[] = [];
-  const loadOf = new Map<number, string>();
+/**
+ * WGSL lines evaluating a fused elementwise tree (`members` ends with its root) at flat index `idx` of
+ * `shape`; external operands are appended to `inputs` (binding order) and read with broadcast offsets.
+ */
+function emitTree(
+  graph: Graph,
+  members: Eqn[],
+  fusedInto: Map<number, number>,
+  shape: readonly number[],
+  idx: string,
+  inputs: number[],
+): { lines: string[]; value: string } {
+  const n = size(shape);
+  const lines: string[] = [];
+  const loaded = new Map<number, string>();
   const load = (id: number) => {
-    let name = loadOf.get(id);
+    let name = loaded.get(id);
     if (name) return name;
-    const k = inputs.length;
-    inputs.push(id);
+    let k = inputs.indexOf(id);
+    if (k < 0) k = inputs.push(id) - 1;
     name = `v${k}`;
     const a = graph.avals[id];
-    if (size(a.shape) === n) loads.push(`let ${name} = in${k}[gid];`);
-    else {loads.push(
-        `${offsetOf(`o${k}`, "gid", out.shape, broadcastStrides(a.shape, out.shape))}\n  let ${name} = in${k}[o${k}];`,
+    if (size(a.shape) === n) lines.push(`let ${name} = in${k}[${idx}];`);
+    else {lines.push(
+        `${offsetOf(`o${k}`, idx, shape, broadcastStrides(a.shape, shape))}`,
+        `let ${name} = in${k}[o${k}];`,
       );}
-    loadOf.set(id, name);
+    loaded.set(id, name);
     return name;
   };
-  const lines: string[] = [];
   for (const m of members) {
     const w = RULES[m.prim].wgsl;
-    if (w.kind !== "map") throw new Error("fusedStep: non-elementwise member");
+    if (w.kind !== "map") throw new Error("emitTree: non-elementwise member");
     const args = m.inputs.map((id) => (fusedInto.get(id) === m.out ? `t${id}` : load(id)));
     const avals = m.inputs.map((id) => graph.avals[id]);
     const expr = (w.expr as (a: string[], i: readonly Aval[], o: Aval, p: unknown) => string)(
@@ -121,7 +155,17 @@ function fusedStep(graph: Graph, members: Eqn[], fusedInto: Map<number, number>)
     );
     lines.push(`let t${m.out}: ${wgslType(graph.avals[m.out].dtype)} = ${expr};`);
   }
-  const body = `${loads.join("\n  ")}\n  ${lines.join("\n  ")}\n  out[gid] = t${root.out};`;
+  return { lines, value: `t${members[members.length - 1].out}` };
+}
+
+/** One kernel computing a fused elementwise tree; `members` ends with the root. */
+function fusedStep(graph: Graph, members: Eqn[], fusedInto: Map<number, number>): Step {
+  const root = members[members.length - 1];
+  const out: Aval = graph.avals[root.out];
+  const n = size(out.shape);
+  const inputs: number[] = [];
+  const { lines, value } = emitTree(graph, members, fusedInto, out.shape, "gid", inputs);
+  const body = `${lines.join("\n  ")}\n  out[gid] = ${value};`;
   const code = perThreadKernel(inputs.map((id) => graph.avals[id].dtype), out.dtype, n, body);
   return { kernel: { code, threads: n, workgroupSize: WG }, inputs, out: root.out, eqns: members };
 }

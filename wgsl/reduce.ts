@@ -1,0 +1,53 @@
+/**
+ * Reduction kernels: one invocation per output element folds the reduced elements in row-major order.
+ * The element read can be replaced by a fused elementwise prologue (jit), so `sum(exp(x - m))` reads `x`
+ * and `m` directly instead of a materialised `exp(x - m)`.
+ */
+import type { DType } from "../ops/dtype.ts";
+import type { Aval } from "../ops/prim.ts";
+import type { KernelSource } from "../ops/rule.ts";
+import { size, stridesOf } from "../ops/shape.ts";
+import { offsetOf, perThreadKernel, WG } from "./codegen.ts";
+import { wgslType } from "./types.ts";
+
+/** How the reduced element is produced from its flat index `e` in the reduction input. */
+export interface ElementSource {
+  /** Dtypes of the kernel's bindings before the output. */
+  inputs: DType[];
+  /** WGSL statements that may read `e`, and the expression of the element's value. */
+  code: string;
+  value: string;
+}
+
+/** Plain element source: `in0[e]`. */
+export function directElement(dtype: DType): ElementSource {
+  return { inputs: [dtype], code: "", value: "in0[e]" };
+}
+
+/** The reduction kernel of `x` over `axes` with fold `init`/`step` (WGSL expressions). */
+export function reduceKernel(
+  x: Aval,
+  axes: readonly number[],
+  out: Aval,
+  init: string,
+  step: (acc: string, v: string) => string,
+  element: ElementSource = directElement(x.dtype),
+): KernelSource {
+  const strides = stridesOf(x.shape);
+  const kept = x.shape.map((_, i) => i).filter((i) => !axes.includes(i));
+  const n = size(out.shape);
+  const redCount = axes.reduce((a, i) => a * x.shape[i], 1);
+  const { code, value } = element;
+  const body = `
+  ${offsetOf("base", "gid", kept.map((i) => x.shape[i]), kept.map((i) => strides[i]))}
+  var acc: ${wgslType(out.dtype)} = ${init};
+  for (var r = 0u; r < ${redCount}u; r++) {
+    ${offsetOf("ro", "r", axes.map((i) => x.shape[i]), axes.map((i) => strides[i]))}
+    let e = base + ro;
+    ${code}
+    let v = ${value};
+    acc = ${step("acc", "v")};
+  }
+  out[gid] = acc;`;
+  return { code: perThreadKernel(element.inputs, out.dtype, n, body), threads: n, workgroupSize: WG };
+}

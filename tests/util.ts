@@ -56,3 +56,88 @@ export function assertClose(a: ArrayLike<number>, b: ArrayLike<number>, rtol = 1
 export function readAll(ts: readonly Tensor[]): Promise<ArrayLike<number>[]> {
   return Promise.all(ts.map((t) => t.data()));
 }
+
+import { vjp as vjpOf } from "../autograd/vjp.ts";
+import { flatten as flattenTree, unflatten as unflattenTree } from "../autograd/tree.ts";
+import { fromTyped } from "../ops/create.ts";
+
+/** A seeded PRNG (mulberry32) for reproducible test data; returns floats in [0, 1). */
+export function rng(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6D2B79F5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+/** `n` seeded uniform values in `[lo, hi)` as float64. */
+export function randArray(seed: number, n: number, lo = -1, hi = 1): Float64Array {
+  const r = rng(seed);
+  return Float64Array.from({ length: n }, () => lo + (hi - lo) * r());
+}
+
+/** Options of `checkVjp`. */
+export interface CheckVjpOptions {
+  /** Seed of the random tangent and cotangent. */
+  seed?: number;
+  /** Finite-difference step along the tangent. */
+  eps?: number;
+  rtol?: number;
+  atol?: number;
+  what?: string;
+}
+
+/**
+ * JAX `check_vjp` style gradient check on float64 CPU tensors: for a random tangent `v` (one per argument) and a
+ * random cotangent `u` (one per output leaf), `<u, J v>` by central differences must equal `<vjp(u), v>` within
+ * `atol + rtol * sum_j |u_j (J v)_j|` (the default atol absorbs ~1e-14 noise of float64 primitives such as erf,
+ * which finite differences amplify by 1/eps).
+ * `args` are float64 tensors; the output may be any tree of float64 tensors. Returns both scalars.
+ */
+export async function checkVjp(
+  f: (...args: any[]) => unknown,
+  args: readonly Tensor[],
+  opts: CheckVjpOptions = {},
+): Promise<{ analytic: number; numeric: number }> {
+  const { seed = 1, eps = 1e-5, rtol = 1e-6, atol = 1e-8, what = "vjp" } = opts;
+  const leavesOf = (t: unknown) => flattenTree<Tensor>(t).leaves;
+  const [out, pullback] = vjpOf(f as (...a: never[]) => unknown, ...args);
+  const { leaves: outs, def } = flattenTree<Tensor>(out);
+  const us = outs.map((o, i) => randArray(seed * 7919 + i, o.size));
+  const vs = args.map((a, i) => randArray(seed * 104729 + 31 * i + 3, a.size));
+  const cts = pullback(unflattenTree(def, outs.map((o, i) => fromTyped(us[i], o.shape, "float64", cpu)))) as Tensor[];
+  let analytic = 0;
+  for (let i = 0; i < args.length; i++) {
+    const ct = await cts[i].data();
+    for (let j = 0; j < ct.length; j++) analytic += ct[j] * vs[i][j];
+  }
+  const shifted = async (sgn: number) => {
+    const xs = await Promise.all(args.map(async (a, i) => {
+      const d = (await a.data()) as Float64Array;
+      return fromTyped(d.map((x, j) => x + sgn * eps * vs[i][j]), a.shape, "float64", cpu);
+    }));
+    return await readAll(leavesOf(f(...xs)));
+  };
+  // Fourth-order central differences: truncation error O(eps^4), so that sharp (but smooth) functions pass.
+  const [p2, p1, m1, m2] = [await shifted(2), await shifted(1), await shifted(-1), await shifted(-2)];
+  let numeric = 0;
+  let scale = 0;
+  for (let k = 0; k < outs.length; k++) {
+    for (let j = 0; j < us[k].length; j++) {
+      const term = us[k][j] * (8 * (p1[k][j] - m1[k][j]) - (p2[k][j] - m2[k][j])) / (12 * eps);
+      numeric += term;
+      scale += Math.abs(term);
+    }
+  }
+  const err = Math.abs(analytic - numeric);
+  if (!(err <= atol + rtol * Math.max(scale, Math.abs(analytic)))) {
+    throw new Error(
+      `${what}: <vjp(u), v> = ${analytic} but finite differences give ${numeric} (|diff| ${err.toExponential(2)}, ` +
+        `scale ${scale.toExponential(2)}, rtol ${rtol}, atol ${atol})`,
+    );
+  }
+  return { analytic, numeric };
+}

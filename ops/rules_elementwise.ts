@@ -2,7 +2,7 @@
  * Elementwise primitives, each declared by one formula: a CPU function, a WGSL expression and a derivative.
  * The shape rule (NumPy broadcasting, equal dtypes) is shared.
  */
-import { type DType, isFloat, isInt } from "./dtype.ts";
+import { assertDType, type DType, isFloat, isInt } from "./dtype.ts";
 import type { Aval, BinaryPrim, ComparePrim, UnaryPrim } from "./prim.ts";
 import type { Rule } from "./rule.ts";
 import { mapBroadcast } from "./cpu_util.ts";
@@ -42,7 +42,13 @@ interface UnaryDef {
 const f = (dtype: DType) => wgslType(dtype);
 
 const UNARY_DEFS: { [P in UnaryPrim]: UnaryDef } = {
-  neg: { kinds: "numeric", cpu: (x) => -x, wgsl: (x) => `(-${x})`, vjp: (g) => api.neg(g) },
+  neg: {
+    kinds: "numeric",
+    cpu: (x) => -x,
+    // WGSL has no unary minus on u32; 0u - x wraps like the CPU's Uint32Array store.
+    wgsl: (x, d) => (d === "uint32" ? `(0u - ${x})` : `(-${x})`),
+    vjp: (g) => api.neg(g),
+  },
   exp: { kinds: "float", cpu: Math.exp, wgsl: (x) => `exp(${x})`, vjp: (g, _x, y) => api.mul(g, y) },
   log: { kinds: "float", cpu: Math.log, wgsl: (x) => `log(${x})`, vjp: (g, x) => api.div(g, x) },
   sqrt: { kinds: "float", cpu: Math.sqrt, wgsl: (x) => `sqrt(${x})`, vjp: (g, _x, y) => api.div(g, api.mul(y, 2)) },
@@ -197,9 +203,11 @@ function castValue(v: number, from: DType, to: DType): number {
   if (isInt(to) && isFloat(from)) {
     if (Number.isNaN(v)) return 0;
     const t = Math.trunc(v);
-    // Saturate as WGSL does.
-    if (to === "int32") return Math.max(-2147483648, Math.min(2147483647, t));
-    return Math.max(0, Math.min(4294967295, t));
+    // Saturate as WGSL does: to the nearest value representable in both the integer and the float type
+    // (for float32 the largest is 2^31 - 128 for int32 and 2^32 - 256 for uint32).
+    const f32 = from === "float32";
+    if (to === "int32") return Math.max(-2147483648, Math.min(f32 ? 2147483520 : 2147483647, t));
+    return Math.max(0, Math.min(f32 ? 4294967040 : 4294967295, t));
   }
   return v;
 }
@@ -221,7 +229,10 @@ const whereRule: Rule<"where"> = {
 
 const castRule: Rule<"cast"> = {
   arity: 1,
-  shape: ([x], p) => ({ shape: x.shape, dtype: p.dtype }),
+  shape: ([x], p) => {
+    assertDType(p.dtype, "cast");
+    return { shape: x.shape, dtype: p.dtype };
+  },
   cpu: (ins, avals, p, out) => mapBroadcast(ins, avals, out, (v) => castValue(v, avals[0].dtype, p.dtype)),
   vjp: (g, [x]) => [isFloat(x.dtype) && isFloat(g.dtype) ? api.cast(g, x.dtype) : null],
   wgsl: {

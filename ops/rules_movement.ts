@@ -1,5 +1,5 @@
 /** Movement primitives: reshape, transpose, broadcastTo, slice, pad, concat, gather/scatterAdd, stopGradient. */
-import { allocHost, type HostArray } from "./dtype.ts";
+import { allocHost, type HostArray, toHost } from "./dtype.ts";
 import type { Aval } from "./prim.ts";
 import type { KernelSource, Rule } from "./rule.ts";
 import { broadcastStrides, fmt, sameShape, size, stridesOf } from "./shape.ts";
@@ -140,7 +140,11 @@ const pad: Rule<"pad"> = {
         lines.push(`{ let c = i32(r % ${out.shape[d]}u) - ${lo[d]}i; r = r / ${out.shape[d]}u;`);
         lines.push(`  if (c < 0i || c >= ${a.shape[d]}i) { inside = false; } else { o += u32(c) * ${s[d]}u; } }`);
       }
-      lines.push(`if (inside) { out[gid] = in0[o]; } else { out[gid] = ${t}(${value}); }`);
+      // The fill value's bits as the CPU stores them: exact for every value, including +-Infinity and NaN (which
+      // have no WGSL literal) and values outside the range of the integer types.
+      const host = toHost(a.dtype, [value]);
+      const bits = a.dtype === "bool" ? host[0] : new Uint32Array(host.buffer)[0];
+      lines.push(`if (inside) { out[gid] = in0[o]; } else { out[gid] = bitcast<${t}>(${bits}u); }`);
       return { code: perThreadKernel([a.dtype], out.dtype, n, lines.join("\n  ")), threads: n, workgroupSize: WG };
     },
   },

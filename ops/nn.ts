@@ -59,7 +59,9 @@ export function gelu(x: Tensor): Tensor {
 
 /** `x / max(||x||_2, eps)` along `axis` (PyTorch `F.normalize`). */
 export function l2Normalize(x: Tensor, axis = -1, eps = 1e-12): Tensor {
-  const norm = api.sqrt(api.sum(api.mul(x, x), axis, true));
+  // The inner clamp at eps^2 keeps sqrt's derivative finite, so a zero vector gets the gradient 1/eps (as in
+  // PyTorch) instead of NaN; the outer one keeps the value exact if eps^2 underflows.
+  const norm = api.sqrt(api.maximum(api.sum(api.mul(x, x), axis, true), eps * eps));
   return api.div(x, api.maximum(norm, eps));
 }
 

@@ -435,8 +435,12 @@ const VALUE_TESTS: Record<string, () => void | Promise<void>> = {
         close(gi.map((i) => y[i]), gi.map((i) => xs[i] / norm), "l2Normalize");
       }
     });
-    // The zero vector stays zero (norm clamped at eps), no NaN.
+    // The zero vector stays zero (norm clamped at eps), no NaN; its gradient is finite: c / eps, as in PyTorch.
     assert.deepEqual([...await nn.l2Normalize(f64([0, 0, 0], [3])).data()], [0, 0, 0]);
+    const c = f64([1, 2, 3, 1, 2, 3], [2, 3]);
+    const g = await grad((v: Tensor) => nn.l2Normalize(v).mul(c).sum())(f64([0, 0, 0, 1, 2, 2], [2, 3])).data();
+    close(g.subarray(0, 3), [1e12, 2e12, 3e12], "gradient at a zero vector");
+    close(g.subarray(3), [-2 / 27, -4 / 27, 5 / 27], "gradient of [1, 2, 2]", 1e-12, 1e-15);
   },
   softCrossEntropy: async () => {
     await withTensor(withAxis, async (x, xs, spec) => {

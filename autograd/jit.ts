@@ -165,7 +165,10 @@ export interface Jitted<A extends unknown[], R> {
 
 /** Options of `jit`. */
 export interface JitOptions {
-  /** Argument positions whose buffers may be reused for outputs (parameters, optimizer state). */
+  /**
+   * Argument positions whose buffers may be reused for outputs (parameters, optimizer state): on WebGPU an
+   * output of the same shape is written in place. Donated argument tensors are disposed by the call.
+   */
   donate?: number[];
   /** Backend to run on when no argument is a tensor (default backend otherwise). */
   backend?: Backend;
@@ -194,6 +197,7 @@ interface Plan {
 export function jit<A extends unknown[], R>(f: (...args: A) => R, opts: JitOptions = {}): Jitted<A, R> {
   const plans = new Map<string, Plan>();
   let lastPlan: Plan | null = null;
+  const donate = new Set(opts.donate ?? []);
 
   const signature = (args: unknown[]) => {
     const { leaves, def } = flatten<unknown>(args);
@@ -210,7 +214,11 @@ export function jit<A extends unknown[], R>(f: (...args: A) => R, opts: JitOptio
     return t?.backend ?? opts.backend ?? defaultBackend();
   };
 
-  const trace = (leaves: unknown[], def: ReturnType<typeof flatten>["def"]): Plan => {
+  /** Which leaves belong to donated arguments (flatten order). */
+  const donatedLeaves = (args: unknown[]): boolean[] =>
+    args.flatMap((a, i) => flatten<unknown>(a).leaves.map(() => donate.has(i)));
+
+  const trace = (leaves: unknown[], def: ReturnType<typeof flatten>["def"], donatedLeaf: boolean[]): Plan => {
     const backend = backendOf(leaves);
     return withTrace((level) => new JitTrace(level, backend), (tr) =>
       tidy(() => {
@@ -227,8 +235,18 @@ export function jit<A extends unknown[], R>(f: (...args: A) => R, opts: JitOptio
         for (const c of tr.graph.consts) {
           if (!graph.consts.includes(c) && --c.ref.refs === 0) backend.release(c.ref.handle);
         }
+        // Graph inputs are the tensor and number leaves, in order; donated ones may be overwritten by outputs.
+        const inputLeaves = leaves.map((l, i) => i).filter((i) =>
+          leaves[i] instanceof Tensor || typeof leaves[i] === "number"
+        );
+        const donated = new Set(
+          inputLeaves.flatMap((
+            leaf,
+            k,
+          ) => (donatedLeaf[leaf] && leaves[leaf] instanceof Tensor ? [graph.inputs[k]] : [])),
+        );
         const exe = backend.name === "webgpu" && !opts.interpret
-          ? compileWebGpu(graph, backend as WebGpuBackend)
+          ? compileWebGpu(graph, backend as WebGpuBackend, donated)
           : interpret(graph, backend);
         return { graph, exe, outDef, staticOut: outLeaves, outIsVar };
       }));
@@ -238,7 +256,7 @@ export function jit<A extends unknown[], R>(f: (...args: A) => R, opts: JitOptio
     const { leaves, def, key } = signature(args);
     let plan = plans.get(key);
     if (!plan) {
-      plan = trace(leaves, def);
+      plan = trace(leaves, def, donatedLeaves(args));
       plans.set(key, plan);
     }
     lastPlan = plan;
@@ -262,6 +280,11 @@ export function jit<A extends unknown[], R>(f: (...args: A) => R, opts: JitOptio
       }
     }
     const outRefs = plan.exe.run(inputs);
+    if (donate.size > 0) {
+      // Donated arguments are consumed: their storage may now belong to an output.
+      const dl = donatedLeaves(args);
+      leaves.forEach((l, i) => dl[i] && l instanceof Tensor && l.dispose());
+    }
     let k = 0;
     const outLeaves = plan.staticOut.map((l, i) => {
       if (!plan.outIsVar[i]) return l;

@@ -200,6 +200,13 @@ export class WebGpuBackend implements Backend {
     if (++this.pending >= MAX_DISPATCHES_PER_SUBMIT) this.flush();
   }
 
+  /** Encodes a buffer copy in order with the queued dispatches. */
+  copy(src: GpuBuf, dst: GpuBuf, bytes: number): void {
+    this.endPass();
+    this.encoder ??= this.device.createCommandEncoder();
+    this.encoder.copyBufferToBuffer(src.buffer, 0, dst.buffer, 0, bytes);
+  }
+
   private endPass(): void {
     this.pass?.end();
     this.pass = null;

@@ -26,6 +26,10 @@ interface Step {
   out: number;
   /** The graph equations this step computes (for printing). */
   eqns: Eqn[];
+  /** Invocation `gid` reads same-sized operands only at `gid` and writes `out[gid]` (safe in place). */
+  elementwise?: boolean;
+  /** A donated operand read from the output buffer (not bound separately): the update happens in place. */
+  inPlace?: number;
 }
 
 /** Statistics of a compiled plan. */
@@ -41,38 +45,47 @@ export interface PlanStats {
 
 const isMap = (e: Eqn) => RULES[e.prim].wgsl.kind === "map";
 
+/** Most equations one inlined value may expand to inside a kernel (bounds duplicated work). */
+const MAX_INLINED_COST = 12;
+
 /**
- * Groups equations into kernels: a map equation is inlined into its only consumer when that consumer is a
- * map of the same size (elementwise chains) or a reduction of it (reduction prologue).
+ * Groups equations into kernels. A map equation is inlined (never materialised) when every consumer is a map
+ * of the same size (elementwise chains) or a reduction of it (reduction prologues), duplicating cheap work
+ * where a value feeds several consumers, e.g. `exp(x - m)` in both the sum and the division of a softmax.
  */
-function planSteps(graph: Graph): Step[] {
-  const consumers = new Map<number, Set<Eqn>>();
+function planSteps(graph: Graph): { steps: Step[]; inlined: Set<number> } {
+  const consumers = new Map<number, Eqn[]>();
   for (const e of graph.eqns) {
-    for (const id of e.inputs) {
-      if (!consumers.has(id)) consumers.set(id, new Set());
-      consumers.get(id)!.add(e);
+    for (const id of new Set(e.inputs)) {
+      if (!consumers.has(id)) consumers.set(id, []);
+      consumers.get(id)!.push(e);
     }
   }
   const outputs = new Set(graph.outputs);
   const producer = new Map<number, Eqn>();
   for (const e of graph.eqns) producer.set(e.out, e);
-  // fusedInto[v] = the out id of the eqn that inlines the map producing v.
-  const fusedInto = new Map<number, number>();
+  const inlined = new Set<number>();
+  const cost = new Map<number, number>();
   for (const e of graph.eqns) {
-    const kind = RULES[e.prim].wgsl.kind;
-    if (kind !== "map" && kind !== "reduce") continue;
+    if (!isMap(e) || outputs.has(e.out)) continue;
+    const c = 1 + e.inputs.reduce((acc, id) => acc + (inlined.has(id) ? cost.get(id)! : 0), 0);
     const n = size(graph.avals[e.out].shape);
-    for (const id of e.inputs) {
-      const p = producer.get(id);
-      const only = consumers.get(id)!.size === 1 && !outputs.has(id);
-      const fits = kind === "reduce" || size(graph.avals[id].shape) === n;
-      if (p && isMap(p) && only && fits) fusedInto.set(id, e.out);
+    const fits = (consumers.get(e.out) ?? []).every((u) => {
+      const kind = RULES[u.prim].wgsl.kind;
+      return (kind === "map" && size(graph.avals[u.out].shape) === n) || kind === "reduce";
+    });
+    if (fits && c <= MAX_INLINED_COST && consumers.has(e.out)) {
+      inlined.add(e.out);
+      cost.set(e.out, c);
     }
   }
   const treeOf = (root: Eqn): Eqn[] => {
     const members: Eqn[] = [];
+    const seen = new Set<Eqn>();
     const visit = (x: Eqn) => {
-      for (const id of new Set(x.inputs)) if (fusedInto.get(id) === x.out) visit(producer.get(id)!);
+      if (seen.has(x)) return;
+      seen.add(x);
+      for (const id of x.inputs) if (inlined.has(id)) visit(producer.get(id)!);
       members.push(x);
     };
     visit(root);
@@ -80,17 +93,17 @@ function planSteps(graph: Graph): Step[] {
   };
   const steps: Step[] = [];
   for (const e of graph.eqns) {
-    if (fusedInto.has(e.out)) continue;
+    if (inlined.has(e.out)) continue;
     const w = RULES[e.prim].wgsl;
     if (w.kind === "alias") {
       steps.push({ kernel: null, inputs: [...e.inputs], out: e.out, eqns: [e] });
     } else if (w.kind === "map") {
-      steps.push(fusedStep(graph, treeOf(e), fusedInto));
-    } else if (w.kind === "reduce" && fusedInto.get(e.inputs[0]) === e.out) {
+      steps.push(fusedStep(graph, treeOf(e), inlined));
+    } else if (w.kind === "reduce" && inlined.has(e.inputs[0])) {
       const tree = treeOf(producer.get(e.inputs[0])!);
       const x = graph.avals[e.inputs[0]];
       const inputs: number[] = [];
-      const { lines, value } = emitTree(graph, tree, fusedInto, x.shape, "e", inputs);
+      const { lines, value } = emitTree(graph, tree, inlined, x.shape, "e", inputs);
       const element: ElementSource = {
         inputs: inputs.map((id) => graph.avals[id].dtype),
         code: lines.join("\n    "),
@@ -109,7 +122,7 @@ function planSteps(graph: Graph): Step[] {
       });
     }
   }
-  return steps;
+  return { steps, inlined };
 }
 
 /**
@@ -119,10 +132,11 @@ function planSteps(graph: Graph): Step[] {
 function emitTree(
   graph: Graph,
   members: Eqn[],
-  fusedInto: Map<number, number>,
+  inlined: ReadonlySet<number>,
   shape: readonly number[],
   idx: string,
   inputs: number[],
+  inPlace = -1,
 ): { lines: string[]; value: string } {
   const n = size(shape);
   const lines: string[] = [];
@@ -130,6 +144,12 @@ function emitTree(
   const load = (id: number) => {
     let name = loaded.get(id);
     if (name) return name;
+    if (id === inPlace) {
+      // The operand shares the output buffer: read it from `out` before this invocation writes it.
+      lines.push(`let vout = out[${idx}];`);
+      loaded.set(id, "vout");
+      return "vout";
+    }
     let k = inputs.indexOf(id);
     if (k < 0) k = inputs.push(id) - 1;
     name = `v${k}`;
@@ -145,7 +165,7 @@ function emitTree(
   for (const m of members) {
     const w = RULES[m.prim].wgsl;
     if (w.kind !== "map") throw new Error("emitTree: non-elementwise member");
-    const args = m.inputs.map((id) => (fusedInto.get(id) === m.out ? `t${id}` : load(id)));
+    const args = m.inputs.map((id) => (inlined.has(id) ? `t${id}` : load(id)));
     const avals = m.inputs.map((id) => graph.avals[id]);
     const expr = (w.expr as (a: string[], i: readonly Aval[], o: Aval, p: unknown) => string)(
       args,
@@ -159,20 +179,31 @@ function emitTree(
 }
 
 /** One kernel computing a fused elementwise tree; `members` ends with the root. */
-function fusedStep(graph: Graph, members: Eqn[], fusedInto: Map<number, number>): Step {
+function fusedStep(graph: Graph, members: Eqn[], inlined: ReadonlySet<number>, inPlace = -1): Step {
   const root = members[members.length - 1];
   const out: Aval = graph.avals[root.out];
   const n = size(out.shape);
   const inputs: number[] = [];
-  const { lines, value } = emitTree(graph, members, fusedInto, out.shape, "gid", inputs);
+  const { lines, value } = emitTree(graph, members, inlined, out.shape, "gid", inputs, inPlace);
   const body = `${lines.join("\n  ")}\n  out[gid] = ${value};`;
   const code = perThreadKernel(inputs.map((id) => graph.avals[id].dtype), out.dtype, n, body);
-  return { kernel: { code, threads: n, workgroupSize: WG }, inputs, out: root.out, eqns: members };
+  return {
+    kernel: { code, threads: n, workgroupSize: WG },
+    inputs,
+    out: root.out,
+    eqns: members,
+    elementwise: true,
+    inPlace: inPlace >= 0 ? inPlace : undefined,
+  };
 }
 
 /** Compiles a graph for the WebGPU backend. */
-export function compileWebGpu(graph: Graph, backend: WebGpuBackend): Executable & { stats(): PlanStats } {
-  const steps = planSteps(graph);
+export function compileWebGpu(
+  graph: Graph,
+  backend: WebGpuBackend,
+  donated: ReadonlySet<number> = new Set(),
+): Executable & { stats(): PlanStats } {
+  const { steps, inlined } = planSteps(graph);
   const nVars = graph.avals.length;
   const inputSet = new Set(graph.inputs);
   const constSet = new Set(graph.consts.map((c) => c.id));
@@ -190,6 +221,26 @@ export function compileWebGpu(graph: Graph, backend: WebGpuBackend): Executable 
   steps.forEach((s, i) => {
     for (const id of s.inputs) lastUse[root[id]] = Math.max(lastUse[root[id]], i);
   });
+  // Donation: an output may be written into a donated argument's buffer once the argument is no longer read,
+  // or in place by the elementwise kernel that reads it last (each invocation reads and writes index gid).
+  const stepOf = new Map<number, number>();
+  steps.forEach((s, i) => stepOf.set(s.out, i));
+  const donorOf = new Map<number, number>();
+  for (const o of new Set(graph.outputs.map((id) => root[id]))) {
+    const si = stepOf.get(o);
+    if (si === undefined || !steps[si].kernel) continue;
+    const n = size(graph.avals[o].shape);
+    for (const d of donated) {
+      if ([...donorOf.values()].includes(d) || outputSet.has(d)) continue;
+      if (graph.avals[d].dtype !== graph.avals[o].dtype || size(graph.avals[d].shape) !== n) continue;
+      if (lastUse[d] < si || (lastUse[d] === si && steps[si].elementwise)) {
+        donorOf.set(o, d);
+        if (lastUse[d] === si) steps[si] = fusedStep(graph, steps[si].eqns, inlined, d);
+        break;
+      }
+    }
+  }
+  const inPlaceOutputs = new Set(steps.filter((st) => st.inPlace !== undefined).map((st) => st.out));
   const slotOf = new Int32Array(nVars).fill(-1);
   const slots: GpuBuf[] = [];
   const freeSlots = new Map<number, number[]>();
@@ -258,6 +309,23 @@ export function compileWebGpu(graph: Graph, backend: WebGpuBackend): Executable 
       const fresh: DataRef[] = [];
       for (const id of outputSet) {
         if (inputSet.has(id) || constSet.has(id)) continue;
+        const d = donorOf.get(id);
+        if (d !== undefined) {
+          const ref = env.get(d)!;
+          // Only storage held by this argument alone (and passed once) can be overwritten.
+          if (ref.refs === 1 && inputs.filter((x) => x === ref).length === 1) {
+            env.set(id, ref);
+            continue;
+          }
+          if (inPlaceOutputs.has(id)) {
+            // The kernel reads the operand from its output buffer: start from a copy of the argument.
+            const copy: DataRef = { backend, handle: backend.alloc(gpuBytes(size(graph.avals[id].shape))), refs: 0 };
+            backend.copy(ref.handle as GpuBuf, copy.handle as GpuBuf, gpuBytes(size(graph.avals[id].shape)));
+            env.set(id, copy);
+            fresh.push(copy);
+            continue;
+          }
+        }
         const ref: DataRef = { backend, handle: backend.alloc(gpuBytes(size(graph.avals[id].shape))), refs: 0 };
         env.set(id, ref);
         fresh.push(ref);

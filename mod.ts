@@ -81,3 +81,17 @@ export {
   type InitHeadOptions,
   weightNormWeight,
 } from "./models/head.ts";
+export { ibotLoss, type IbotLossInput, type IbotLossOutput } from "./train/loss.ts";
+export {
+  type AdamWGroups,
+  adamwInit,
+  type AdamWOptions,
+  type AdamWState,
+  adamwUpdate,
+  clipGradsPerParam,
+  decays,
+  defaultTrainable,
+  isLastLayer,
+} from "./train/optim.ts";
+export * as masking from "./train/masking.ts";
+export * as schedules from "./train/schedules.ts";

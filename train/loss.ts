@@ -1,0 +1,190 @@
+/**
+ * The iBOT loss (spec §4): cross-view self-distillation on the CLS token plus same-view masked-patch
+ * self-distillation, with the teacher centers updated from this step's raw teacher outputs. A pure function:
+ * the old centers enter as data and the new ones come out, so one jitted plan serves every step (temperatures
+ * and momenta may be numbers, which `jit` turns into scalar inputs, or scalar tensors). No host reads.
+ */
+import type { Tensor } from "../autograd/tensor.ts";
+import * as api from "../ops/api.ts";
+import type { Operand } from "../ops/api.ts";
+import { logSoftmax, softmax } from "../ops/nn.ts";
+import { fmt } from "../ops/shape.ts";
+
+/** Inputs of `ibotLoss`. Views are per crop, each `[B, ...]`; crop order: globals first, then locals. */
+export interface IbotLossInput {
+  /** Student CLS logits `[B, K]`, one per view (all global views, then all local views). */
+  studentCls: readonly Tensor[];
+  /** Student patch logits `[B, N, K]`, one per global view (from the masked input). May be empty (DINO mode). */
+  studentPatch?: readonly Tensor[];
+  /** Teacher CLS logits `[B, K]`, one per global view. */
+  teacherCls: readonly Tensor[];
+  /** Teacher patch logits `[B, N, K]`, one per global view (unmasked input). Empty iff `studentPatch` is. */
+  teacherPatch?: readonly Tensor[];
+  /** Masks (true = masked), bool (or 0/1 float) `[B, N]` or `[B, Gh, Gw]`, one per global view. Omitted: none masked. */
+  masks?: readonly Tensor[];
+  /** CLS center `[1, K]`. */
+  center: Tensor;
+  /** Patch center `[1, 1, K]`. */
+  center2: Tensor;
+  /** Student temperature τs (0.1 officially). */
+  studentTemp: Operand;
+  /** Teacher CLS temperature for this epoch. */
+  teacherTemp: Operand;
+  /** Teacher patch temperature for this epoch. */
+  teacherPatchTemp: Operand;
+  /** CLS center momentum (default 0.9). */
+  centerMomentum?: Operand;
+  /** Patch center momentum (default 0.9). */
+  centerMomentum2?: Operand;
+  /** Weight of the CLS loss (default 1). */
+  lambda1?: Operand;
+  /** Weight of the MIM (patch) loss (default 1). */
+  lambda2?: Operand;
+}
+
+/** Outputs of `ibotLoss`: scalar losses (only `loss` carries the gradient of interest) and the new centers. */
+export interface IbotLossOutput {
+  /** `cls + patch`, the loss to differentiate. */
+  loss: Tensor;
+  /** λ1 · mean of the cross-view CLS terms. */
+  cls: Tensor;
+  /** λ2 · mean of the same-view masked-patch terms. */
+  patch: Tensor;
+  /** `m·center + (1−m)·mean over rows of the raw teacher CLS logits` (no gradient). */
+  center: Tensor;
+  /** `m2·center2 + (1−m2)·mean over images of the mean over all patches of the raw teacher patch logits`. */
+  center2: Tensor;
+}
+
+/** A number stays a number; a scalar tensor is cast to the logits' dtype (jit passes numbers as float32). */
+function asOperand(x: Operand, dtype: Tensor["dtype"]): Operand {
+  return typeof x === "number" ? x : api.cast(x, dtype);
+}
+
+/** `m·old + (1−m)·batch`, literally as the official code writes it. */
+function momentumUpdate(old: Tensor, batch: Tensor, m: Operand): Tensor {
+  return api.add(api.mul(old, m), api.mul(batch, typeof m === "number" ? 1 - m : api.sub(1, m)));
+}
+
+function checkViews(what: string, xs: readonly Tensor[], shape: readonly number[]): void {
+  xs.forEach((x, i) => {
+    if (x.shape.join() !== shape.join()) {
+      throw new RangeError(`ibotLoss: ${what}[${i}] is ${fmt(x.shape)}, expected ${fmt(shape)}`);
+    }
+  });
+}
+
+/**
+ * The iBOT loss of one step (official `iBOTLoss.forward` plus its center update).
+ *
+ * For every teacher (global) view q and student view v: when v ≠ q a CLS term, the batch mean of
+ * `−Σ_k softmax((t_q − center)/τt)_k · log_softmax(s_v/τs)_k`; when v = q a MIM term, per image the sum over
+ * masked patches of the same cross-entropy between `softmax((tp_q − center2)/τtp)` and
+ * `log_softmax(sp_v/τs)`, divided by max(#masked, 1), then the mean over the B images (an image with nothing
+ * masked contributes 0 and still counts). `cls = λ1 · Σ CLS terms / #CLS terms`, `patch = λ2 · Σ MIM terms /
+ * #MIM terms`, `loss = cls + patch`. Teacher outputs and centers are constants (stopGradient). The new
+ * centers come from this step's raw teacher outputs; the loss used the old ones.
+ *
+ * With no masks (or all-false masks) `patch` is exactly 0 and this is the DINO loss, while `center2` is still
+ * updated. With no patch outputs at all, `patch` is 0 and `center2` is returned unchanged.
+ *
+ * Implementation: the `ng·(nc−1)` CLS terms are summed in one pass as `Σ_q T_q · (Σ_v S_v − S_q)`
+ * (mathematically identical to the double loop; a few large element-wise ops instead of 2·(nc−1) small ones).
+ *
+ * @example
+ * ```ts
+ * import { tensor, zeros } from "./mod.ts";
+ * import { ibotLoss } from "./train/loss.ts";
+ * const s = [tensor([[1, 0]]), tensor([[0, 1]])];
+ * const t = [tensor([[0.5, 0]]), tensor([[0, 0.5]])];
+ * const { loss, center } = ibotLoss({
+ *   studentCls: s, teacherCls: t, center: zeros([1, 2]), center2: zeros([1, 1, 2]),
+ *   studentTemp: 0.1, teacherTemp: 0.04, teacherPatchTemp: 0.07,
+ * });
+ * ```
+ */
+export function ibotLoss(input: IbotLossInput): IbotLossOutput {
+  const { studentCls, teacherCls } = input;
+  const studentPatch = input.studentPatch ?? [];
+  const teacherPatch = input.teacherPatch ?? [];
+  const ng = teacherCls.length;
+  const nc = studentCls.length;
+  if (ng === 0) throw new RangeError("ibotLoss: needs at least one teacher (global) view");
+  if (nc < ng) throw new RangeError(`ibotLoss: ${nc} student views but ${ng} teacher views (globals come first)`);
+  if (nc === 1) throw new RangeError("ibotLoss: one view gives no cross-view CLS term (need nc ≥ 2)");
+  const [B, K] = teacherCls[0].shape;
+  if (teacherCls[0].rank !== 2) {
+    throw new RangeError(`ibotLoss: teacherCls[0] must be [B, K], got ${fmt(teacherCls[0].shape)}`);
+  }
+  checkViews("teacherCls", teacherCls, [B, K]);
+  checkViews("studentCls", studentCls, [B, K]);
+  if (input.center.shape.join() !== [1, K].join()) {
+    throw new RangeError(`ibotLoss: center is ${fmt(input.center.shape)}, expected [1,${K}]`);
+  }
+  const dtype = teacherCls[0].dtype;
+  const op = (x: Operand | undefined, dflt: number) => asOperand(x ?? dflt, dtype);
+  const tauS = op(input.studentTemp, 0.1);
+  const tauT = op(input.teacherTemp, 0.04);
+  const tauTP = op(input.teacherPatchTemp, 0.07);
+  const lambda1 = op(input.lambda1, 1);
+  const lambda2 = op(input.lambda2, 1);
+
+  // ---- CLS: teacher targets T_q, student log-probabilities S_v.
+  const center = api.stopGradient(input.center);
+  const tCls = api.stopGradient(api.concat(teacherCls, 0)); // [ng·B, K]
+  const T = softmax(api.div(api.sub(tCls, center), tauT), -1); // [ng·B, K]
+  const S = logSoftmax(api.div(api.concat(studentCls, 0), tauS), -1); // [nc·B, K]
+  const S3 = api.reshape(S, [nc, B, K]);
+  const sumAll = api.sum(S3, 0); // Σ_v S_v: [B, K]
+  const others = api.sub(api.reshape(sumAll, [1, B, K]), api.slice(S3, [0, 0, 0], [ng, B, K])); // [ng, B, K]
+  const nCls = ng * (nc - 1);
+  const clsSum = api.neg(api.sum(api.mul(api.reshape(T, [ng, B, K]), others)));
+  const cls = api.mul(api.div(clsSum, B * nCls), lambda1);
+  const newCenter = momentumUpdate(input.center, api.mean(tCls, 0, true), op(input.centerMomentum, 0.9));
+  const centerOut = api.stopGradient(newCenter);
+
+  // ---- MIM: same-view masked-patch distillation over the global views.
+  if (studentPatch.length === 0 && teacherPatch.length === 0) {
+    const patch = api.zerosLike(cls);
+    return { loss: api.add(cls, patch), cls, patch, center: centerOut, center2: api.stopGradient(input.center2) };
+  }
+  if (studentPatch.length !== ng || teacherPatch.length !== ng) {
+    throw new RangeError(
+      `ibotLoss: need one student and one teacher patch tensor per global view (${ng}), got ` +
+        `${studentPatch.length} and ${teacherPatch.length}`,
+    );
+  }
+  const [, N, KP] = teacherPatch[0].shape;
+  checkViews("teacherPatch", teacherPatch, [B, N, KP]);
+  checkViews("studentPatch", studentPatch, [B, N, KP]);
+  if (input.center2.shape.join() !== [1, 1, KP].join()) {
+    throw new RangeError(`ibotLoss: center2 is ${fmt(input.center2.shape)}, expected [1,1,${KP}]`);
+  }
+  const center2 = api.stopGradient(input.center2);
+  const tPatch = api.stopGradient(api.concat(teacherPatch, 0)); // [ng·B, N, K]
+  let patch: Tensor;
+  const masks = input.masks ?? [];
+  if (masks.length === 0) {
+    patch = api.zerosLike(cls); // nothing masked: every MIM term is 0
+  } else {
+    const TP = softmax(api.div(api.sub(tPatch, center2), tauTP), -1);
+    const SP = logSoftmax(api.div(api.concat(studentPatch, 0), tauS), -1);
+    const ce = api.neg(api.sum(api.mul(TP, SP), -1)); // [ng·B, N]
+    if (masks.length < ng) throw new RangeError(`ibotLoss: ${masks.length} masks for ${ng} global views`);
+    const m = api.concat(
+      masks.slice(0, ng).map((mk, i) => {
+        if (mk.size !== B * N || mk.shape[0] !== B) {
+          throw new RangeError(`ibotLoss: masks[${i}] is ${fmt(mk.shape)}, expected [${B},${N}] or [${B},Gh,Gw]`);
+        }
+        return api.reshape(api.cast(mk, dtype), [B, N]);
+      }),
+      0,
+    ); // [ng·B, N]
+    const perImage = api.div(api.sum(api.mul(ce, m), -1), api.maximum(api.sum(m, -1), 1)); // [ng·B]
+    patch = api.mean(perImage); // = Σ_q mean_b(...) / ng
+  }
+  patch = api.mul(patch, lambda2);
+  const batchCenter2 = api.reshape(api.mean(api.mean(tPatch, 1), 0, true), [1, 1, KP]);
+  const newCenter2 = momentumUpdate(input.center2, batchCenter2, op(input.centerMomentum2, 0.9));
+  return { loss: api.add(cls, patch), cls, patch, center: centerOut, center2: api.stopGradient(newCenter2) };
+}

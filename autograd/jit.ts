@@ -161,6 +161,11 @@ export interface Jitted<A extends unknown[], R> {
   stats(): JitStats;
   /** Frees every cached plan and its constants. */
   dispose(): void;
+  /**
+   * WebGPU: autotunes the matmuls of the plan for these arguments (timing candidate kernels on the device)
+   * and recompiles it. Call once at start-up; a no-op on the CPU.
+   */
+  tune(...args: A): Promise<void>;
 }
 
 /** Options of `jit`. */
@@ -305,6 +310,17 @@ export function jit<A extends unknown[], R>(f: (...args: A) => R, opts: JitOptio
     dispose: () => {
       for (const p of plans.values()) p.exe.dispose();
       plans.clear();
+    },
+    tune: async (...args: A) => {
+      const { plan, leaves } = planFor(args);
+      const backend = backendOf(leaves);
+      if (backend.name !== "webgpu") return;
+      const { tuneGraph } = await import("../wgsl/autotune.ts");
+      if ((await tuneGraph(backend as WebGpuBackend, plan.graph)) > 0) {
+        // Recompile with the tuned tiles on the next call.
+        plan.exe.dispose();
+        plans.delete(signature(args).key);
+      }
     },
   });
 }

@@ -57,3 +57,16 @@ Deno.test("jit plan: donated parameters are updated in place and no buffer is cr
   const out = twice(shared, shared);
   assert.deepEqual(Array.from(await out.data()), [4, 8, 12, 16]);
 });
+
+Deno.test("jit plan: tune() picks matmul tiles per shape class and the retuned plan gives the same values", async () => {
+  const backend = await gpu();
+  if (backend.name !== "webgpu") return;
+  const a = random.normal(random.key(5, backend), [2, 24, 20]);
+  const b = random.normal(random.key(6, backend), [20, 12]);
+  const f = jit((p: Tensor, q: Tensor) => nn.gelu(matmul(p, q)).sum(-1));
+  const before = await f(a, b).data();
+  await f.tune(a, b);
+  const after = await f(a, b).data();
+  assertClose(after, before, 1e-5, 1e-6, "tuned vs default tile");
+  assert.equal(f.stats().traces, 1);
+});

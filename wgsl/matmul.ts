@@ -37,8 +37,35 @@ export function batchStrides(x: Aval, batch: number[]): number[] {
   return broadcastStrides(x.shape.slice(0, -2), batch).map((s) => s * mat);
 }
 
+/** Tiles the autotuner tries. */
+export const CANDIDATE_TILES: readonly MatmulTile[] = [
+  { tm: 8, tn4: 2 },
+  { tm: 16, tn4: 2 },
+  { tm: 4, tn4: 2 },
+  { tm: 8, tn4: 1 },
+  { tm: 4, tn4: 4 },
+];
+
+/** Tiles chosen by the autotuner, per shape class (see `shapeClass`). */
+const tuned = new Map<string, MatmulTile>();
+
+/** The key under which a tuned tile is cached: transposes, alignment and the exact sizes. */
+export function shapeClass(p: MatmulProblem): string {
+  return `${p.transA ? "T" : "N"}${p.transB ? "T" : "N"}|${size(p.batch)}x${p.m}x${p.k}x${p.n}`;
+}
+
+/** Records the tile to use for a shape class. */
+export function setTunedTile(p: MatmulProblem, tile: MatmulTile): void {
+  tuned.set(shapeClass(p), tile);
+}
+
+/** The tile for a problem: the tuned one if any, else the default. */
+export function tileFor(p: MatmulProblem): MatmulTile {
+  return tuned.get(shapeClass(p)) ?? DEFAULT_TILE;
+}
+
 /** Chooses the kernel for a problem: blocked for float32 unless the output is tiny. */
-export function matmulKernel(p: MatmulProblem, tile = DEFAULT_TILE): KernelSource {
+export function matmulKernel(p: MatmulProblem, tile = tileFor(p)): KernelSource {
   return p.a.dtype === "float32" && p.m * p.n >= 16 ? blockedMatmul(p, tile) : scalarMatmul(p);
 }
 

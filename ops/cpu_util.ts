@@ -12,7 +12,24 @@ export function mapBroadcast(
 ): HostArray {
   const n = size(out.shape);
   const res = allocHost(out.dtype, n);
-  const same = inAvals.every((a) => size(a.shape) === n);
+  const sizes = inAvals.map((a) => size(a.shape));
+  // Fast paths without argument spreading: same-size operands, or a scalar second/first operand.
+  if (ins.length === 1 && sizes[0] === n) {
+    const [x] = ins;
+    const g = f as (a: number) => number;
+    for (let i = 0; i < n; i++) res[i] = g(x[i]);
+    return res;
+  }
+  if (ins.length === 2 && (sizes[0] === n || sizes[0] === 1) && (sizes[1] === n || sizes[1] === 1)) {
+    const [x, y] = ins;
+    const g = f as (a: number, b: number) => number;
+    if (sizes[0] === n && sizes[1] === n) { for (let i = 0; i < n; i++) res[i] = g(x[i], y[i]); }
+    else if (sizes[0] === n) { for (let i = 0, b = y[0]; i < n; i++) res[i] = g(x[i], b); }
+    else if (sizes[1] === n) { for (let i = 0, a = x[0]; i < n; i++) res[i] = g(a, y[i]); }
+    else res.fill(g(x[0], y[0]));
+    return res;
+  }
+  const same = sizes.every((s) => s === n);
   const vals = new Array<number>(ins.length);
   if (same) {
     for (let i = 0; i < n; i++) {

@@ -11,6 +11,7 @@ import type { WebGpuBackend } from "../wgsl/backend.ts";
 
 /** Thrown when an op produced a non-finite value; names the op and its output. */
 export class NonFiniteError extends Error {
+  /** The error's name. */
   override name = "NonFiniteError";
 }
 

@@ -7,9 +7,13 @@ import type { Aval, Prim, PrimParams } from "../ops/prim.ts";
 
 /** One primitive application: `out = prim(inputs...)`. */
 export interface Eqn<P extends Prim = Prim> {
+  /** The primitive applied. */
   readonly prim: P;
+  /** Variable ids of the operands. */
   readonly inputs: readonly number[];
+  /** The primitive's parameters. */
   readonly params: PrimParams[P];
+  /** Variable id of the result. */
   readonly out: number;
 }
 
@@ -21,6 +25,7 @@ export interface Graph {
   readonly inputs: number[];
   /** Constants captured during tracing (the graph holds a reference on each). */
   readonly consts: { id: number; ref: DataRef }[];
+  /** Equations in execution order. */
   readonly eqns: Eqn[];
   /** Variables returned, in flattened output order. */
   outputs: number[];

@@ -158,6 +158,7 @@ export interface Jitted<A extends unknown[], R> {
   (...args: A): R;
   /** The printed graph for these arguments (traces if needed). */
   graph(...args: A): string;
+  /** Traces so far and the latest plan's statistics. */
   stats(): JitStats;
   /** Frees every cached plan and its constants. */
   dispose(): void;

@@ -7,8 +7,11 @@ import * as api from "../ops/api.ts";
 
 /** Reference-counted device storage shared by a tensor and its aliases (reshape, stopGradient). */
 export interface DataRef {
+  /** The backend that owns the storage. */
   readonly backend: Backend;
+  /** The backend's storage object. */
   readonly handle: Handle;
+  /** Tensors and plans holding this storage; it is released when this reaches 0. */
   refs: number;
 }
 

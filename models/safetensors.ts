@@ -12,14 +12,19 @@ import { fmt, size } from "../ops/shape.ts";
 
 /** One decoded entry: host data in one of our dtypes (F16/BF16 widen to float32, I64 narrows to int32). */
 export interface HostTensor {
+  /** Element type after decoding. */
   dtype: DType;
+  /** Dimensions. */
   shape: number[];
+  /** Row-major values. */
   data: HostArray;
 }
 
 /** Decoded file contents. */
 export interface SafetensorsFile {
+  /** Tensors by name, in file order. */
   tensors: Map<string, HostTensor>;
+  /** The `__metadata__` strings. */
   metadata: Record<string, string>;
 }
 

@@ -115,7 +115,9 @@ export function argmax(x: Tensor, axis = -1, keepdims = false): Tensor {
 
 /** Options of `matmul`: read an operand transposed (last two dims swapped) without materialising it. */
 export interface MatmulOptions {
+  /** Use `a` with its last two axes swapped. */
   transA?: boolean;
+  /** Use `b` with its last two axes swapped. */
   transB?: boolean;
 }
 

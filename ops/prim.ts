@@ -4,7 +4,9 @@ import type { Shape } from "./shape.ts";
 
 /** Shape and dtype of a value, known at trace time. */
 export interface Aval {
+  /** Dimensions. */
   readonly shape: Shape;
+  /** Element type. */
   readonly dtype: DType;
 }
 
@@ -31,9 +33,13 @@ export const COMPARE = ["eq", "ne", "lt", "le", "gt", "ge"] as const;
 /** Reductions over axes. */
 export const REDUCE = ["sum", "max", "min"] as const;
 
+/** A unary elementwise primitive. */
 export type UnaryPrim = typeof UNARY[number];
+/** A binary elementwise primitive. */
 export type BinaryPrim = typeof BINARY[number];
+/** A comparison primitive. */
 export type ComparePrim = typeof COMPARE[number];
+/** A reduction primitive. */
 export type ReducePrim = typeof REDUCE[number];
 
 /** Parameters of every primitive. The keys of this interface ARE the primitive set. */
@@ -43,20 +49,33 @@ export interface PrimParams
     Record<BinaryPrim, Record<never, never>>,
     Record<ComparePrim, Record<never, never>>,
     Record<ReducePrim, { axes: number[]; keepdims: boolean }> {
+  /** `cond ? a : b` elementwise. */
   where: Record<never, never>;
+  /** Conversion to `dtype`. */
   cast: { dtype: DType };
+  /** Index of the first maximum along `axis`. */
   argmax: { axis: number; keepdims: boolean };
   /** `op(a) @ op(b)` where op transposes the last two dimensions when the flag is set. */
   matmul: { transA: boolean; transB: boolean };
+  /** Same data, new shape (an alias: no copy). */
   reshape: { shape: number[] };
+  /** Permutation of the axes. */
   transpose: { perm: number[] };
+  /** NumPy broadcast to `shape`. */
   broadcastTo: { shape: number[] };
+  /** `x[starts:ends]` per axis. */
   slice: { starts: number[]; ends: number[] };
+  /** Constant padding by `lo`/`hi` per axis. */
   pad: { lo: number[]; hi: number[]; value: number };
+  /** Joining operands along `axis`. */
   concat: { axis: number };
+  /** Taking entries along `axis` at int32 indices (clamped). */
   gather: { axis: number };
+  /** The transpose of gather: summing updates into `size` slots along `axis`. */
   scatterAdd: { axis: number; size: number };
+  /** Threefry-2x32 bits of `shape` from a key. */
   randomBits: { shape: number[] };
+  /** Identity whose cotangent is zero (an alias). */
   stopGradient: Record<never, never>;
 }
 

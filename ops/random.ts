@@ -50,6 +50,7 @@ export function foldIn(key: Tensor, data: number | Tensor): Tensor {
 
 /** Options of the float samplers. */
 export interface SampleOptions {
+  /** Float dtype of the samples (float32 by default). */
   dtype?: DType;
 }
 

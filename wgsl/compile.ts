@@ -34,8 +34,11 @@ interface Step {
 
 /** Statistics of a compiled plan. */
 export interface PlanStats {
+  /** Steps of the plan (dispatches plus aliases). */
   steps: number;
+  /** Kernel dispatches per call. */
   dispatches: number;
+  /** Equations absorbed into other kernels by fusion. */
   fusedEqns: number;
   /** Bytes of the intermediate slots (the static part of the plan). */
   slotBytes: number;

@@ -9,6 +9,7 @@ export interface GpuFeatures {
 
 /** Thrown when WebGPU is unavailable, with what to do about it. */
 export class NoGpuError extends Error {
+  /** The error's name. */
   override name = "NoGpuError";
 }
 

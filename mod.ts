@@ -95,3 +95,54 @@ export {
 } from "./train/optim.ts";
 export * as masking from "./train/masking.ts";
 export * as schedules from "./train/schedules.ts";
+export {
+  type InitOptions as InitSwinOptions,
+  initSwin,
+  patchEmbed as swinPatchEmbed,
+  patchMerging,
+  type PatchMergingParams,
+  relativePositionIndex,
+  shiftAttnMask,
+  swin,
+  type SwinAffine,
+  swinBlock,
+  type SwinBlockOptions,
+  type SwinBlockParams,
+  type SwinConfig,
+  type SwinLayerParams,
+  swinLayout,
+  type SwinOptions,
+  swinOutDim,
+  type SwinParams,
+  swinSpec,
+  type SwinStage,
+  swinTest,
+  swinTiny,
+  windowAttention,
+  windowPartition,
+  windowReverse,
+} from "./models/swin.ts";
+export { ParamSpec } from "./models/spec.ts";
+export {
+  loadPth,
+  parsePth,
+  type PthFile,
+  PyGlobal,
+  PyObject,
+  stateDict,
+  type StorageRef,
+  TorchTensor,
+  unpickle,
+} from "./models/pth.ts";
+export {
+  type CheckpointFile,
+  type ExportOptions,
+  exportTeacherBackbone,
+  type Loaded,
+  loadIntoModel,
+  type LoadIntoModelOptions,
+  type NamedTensors,
+  readCheckpoint,
+  saveTeacherBackbone,
+  specFromShapes,
+} from "./models/checkpoint.ts";

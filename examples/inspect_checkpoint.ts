@@ -1,0 +1,117 @@
+/**
+ * Prints the tree of a checkpoint (`.pth` or `.safetensors`): every tensor's name, dtype and shape, parameter
+ * counts per group (the first `--depth` name segments) and in total, plus the scalars and skipped objects of a
+ * `.pth`.
+ *
+ * Run with: `deno run --allow-read examples/inspect_checkpoint.ts FILE [options]`
+ *
+ * @module
+ */
+import { parseArgs } from "node:util";
+import { readCheckpoint } from "../mod.ts";
+
+const USAGE = `Usage: deno run --allow-read examples/inspect_checkpoint.ts FILE [options]
+
+Prints a checkpoint's tensors (name, dtype, shape, element count), the parameter counts per
+group and in total. FILE is a PyTorch .pth (zip + pickle, e.g. an official iBOT checkpoint.pth
+or checkpoint_teacher.pth) or a .safetensors file.
+
+Options:
+  --filter PREFIX   only names starting with PREFIX (e.g. teacher.backbone.)
+  --depth N         group counts by the first N dotted name segments (default 1)
+  --summary         print only the group counts and totals, not every tensor
+  -h, --help        show this help
+`;
+
+function main(): Promise<void> | void {
+  let parsed;
+  try {
+    parsed = parseArgs({
+      args: Deno.args,
+      allowPositionals: true,
+      options: {
+        filter: { type: "string", default: "" },
+        depth: { type: "string", default: "1" },
+        summary: { type: "boolean", default: false },
+        help: { type: "boolean", short: "h", default: false },
+      },
+    });
+  } catch (e) {
+    console.error(`${(e as Error).message}\n\n${USAGE}`);
+    Deno.exit(2);
+  }
+  const { values, positionals } = parsed;
+  if (values.help) {
+    console.log(USAGE);
+    return;
+  }
+  if (positionals.length !== 1) {
+    console.error(`expected one FILE, got ${positionals.length}\n\n${USAGE}`);
+    Deno.exit(2);
+  }
+  const depth = Number(values.depth);
+  if (!Number.isInteger(depth) || depth < 1) {
+    console.error(`--depth must be a positive integer, got '${values.depth}'`);
+    Deno.exit(2);
+  }
+  return inspect(positionals[0], values.filter, depth, values.summary);
+}
+
+async function inspect(path: string, filter: string, depth: number, summary: boolean): Promise<void> {
+  const ckpt = await readCheckpoint(path);
+  const rows = [...ckpt.tensors].filter(([k]) => k.startsWith(filter));
+  const count = (shape: readonly number[]) => shape.reduce((a, b) => a * b, 1);
+  const fmtInt = (n: number) => n.toLocaleString("en-US");
+  console.log(
+    `${path}: ${ckpt.format}, ${ckpt.tensors.size} tensors${filter ? `, ${rows.length} under '${filter}'` : ""}`,
+  );
+  if (!summary && rows.length) {
+    const w = Math.max(...rows.map(([k]) => k.length));
+    const shapes = rows.map(([, t]) => `[${t.shape.join(", ")}]`);
+    const sw = Math.max(...shapes.map((s) => s.length));
+    rows.forEach(([k, t], i) => {
+      const dtype = ckpt.sourceDtypes.get(k) ?? t.dtype;
+      console.log(
+        `  ${k.padEnd(w)}  ${dtype.padEnd(8)}  ${shapes[i].padEnd(sw)}  ${fmtInt(count(t.shape)).padStart(12)}`,
+      );
+    });
+  }
+  const groups = new Map<string, { tensors: number; elements: number }>();
+  let total = 0;
+  for (const [k, t] of rows) {
+    const g = k.split(".").slice(0, depth).join(".");
+    const e = groups.get(g) ?? { tensors: 0, elements: 0 };
+    e.tensors++;
+    e.elements += count(t.shape);
+    groups.set(g, e);
+    total += count(t.shape);
+  }
+  console.log(`\nparameter counts by group (depth ${depth}):`);
+  const gw = Math.max(5, ...[...groups.keys()].map((g) => g.length));
+  for (const [g, e] of groups) {
+    console.log(`  ${g.padEnd(gw)}  ${fmtInt(e.elements).padStart(14)}  (${e.tensors} tensors)`);
+  }
+  console.log(`  ${"total".padEnd(gw)}  ${fmtInt(total).padStart(14)}  (${rows.length} tensors)`);
+  const vals = [...ckpt.values].filter(([k]) => k.startsWith(filter));
+  if (vals.length) {
+    console.log(`\n${ckpt.format === "pth" ? "scalars" : "metadata"}:`);
+    for (const [k, v] of vals) {
+      const s = typeof v === "string" ? JSON.stringify(v.length > 100 ? `${v.slice(0, 100)}...` : v) : String(v);
+      console.log(`  ${k} = ${s}`);
+    }
+  }
+  const skipped = [...ckpt.skipped].filter(([k]) => k.startsWith(filter));
+  if (skipped.length) {
+    console.log("\nskipped (not tensors):");
+    for (const [k, t] of skipped) console.log(`  ${k}: ${t}`);
+  }
+}
+
+if (import.meta.main) {
+  try {
+    await main();
+  } catch (e) {
+    console.error(`inspect_checkpoint: ${(e as Error).message}`);
+    Deno.exit(1);
+  }
+}

@@ -193,8 +193,19 @@ export function pad(x: Tensor, lo: readonly number[], hi: readonly number[], val
 export function concat(xs: readonly Tensor[], axis = 0): Tensor {
   if (xs.length === 0) throw new RangeError("concat: needs at least one tensor");
   if (xs.length === 1) return xs[0];
-  return bind("concat", xs, { axis: normAxes(axis, xs[0].rank, "concat")[0] });
+  const ax = normAxes(axis, xs[0].rank, "concat")[0];
+  // One WGSL kernel binds every operand as a storage buffer (adapters allow 8 to ~32 per stage): join at most
+  // MAX_CONCAT_INPUTS at a time.
+  if (xs.length > MAX_CONCAT_INPUTS) {
+    const groups: Tensor[] = [];
+    for (let i = 0; i < xs.length; i += MAX_CONCAT_INPUTS) groups.push(concat(xs.slice(i, i + MAX_CONCAT_INPUTS), ax));
+    return concat(groups, ax);
+  }
+  return bind("concat", xs, { axis: ax });
 }
+
+/** Most operands of one `concat` primitive (larger joins are nested). */
+const MAX_CONCAT_INPUTS = 7;
 
 /** Stacks same-shaped tensors along a new axis. */
 export function stack(xs: readonly Tensor[], axis = 0): Tensor {

@@ -16,6 +16,7 @@ import {
   defaultTrainable,
   isLastLayer,
 } from "../train/optim.ts";
+import * as api from "../ops/api.ts";
 import { assertClose, gpu, randArray, readAll, RUNS } from "./util.ts";
 
 const FIX = new URL("./fixtures/rgb/", import.meta.url).pathname;
@@ -276,4 +277,14 @@ Deno.test("adamwUpdate under jit: equals eager; frozen and unfrozen steps and an
   assert.equal((await mlp(b.state.count).data())[0], 2);
   assert.equal(step.stats().traces, 1, "lr / wd / freeze changes must not retrace");
   step.dispose();
+});
+
+Deno.test("engine regression: concat of more operands than a kernel may bind (the bias-correction vector) on WebGPU", async () => {
+  const backend = await gpu();
+  const xs = Array.from({ length: 40 }, (_, i) => fromTyped(Float32Array.of(i, -i), [2], "float32", backend));
+  const want = Array.from({ length: 80 }, (_, k) => (k % 2 ? -1 : 1) * Math.floor(k / 2));
+  assert.deepEqual(Array.from(await api.concat(xs).data()), want);
+  const f = jit((ts: Tensor[]) => api.concat(ts.map((t) => t.mul(2))));
+  assert.deepEqual(Array.from(await f(xs).data()), want.map((v) => 2 * v));
+  f.dispose();
 });

@@ -175,47 +175,59 @@ export function adamwUpdate<T>(
   const vs = leavesLike(state.v, "state.v");
   const freeze = opts.freezeLastLayer ?? 0;
 
-  const outP: Tensor[] = [];
-  const outC: Tensor[] = [];
-  const outM: Tensor[] = [];
-  const outV: Tensor[] = [];
+  const outP: Tensor[] = ps.slice();
+  const outC: Tensor[] = cs.map((c) => c!);
+  const outM: Tensor[] = ms.map((m) => m!);
+  const outV: Tensor[] = vs.map((v) => v!);
+  // Pass 1: which leaves update, under which flag (statically true, or a bool scalar tensor), with t = count + 1.
+  const todo: { i: number; active: true | Tensor; t: Tensor }[] = [];
   ps.forEach((p, i) => {
-    const [c, m, v, g] = [cs[i]!, ms[i]!, vs[i]!, gs[i]];
-    if (!trainable(names[i], p.shape) || g === null || g === undefined) {
-      outP.push(p), outC.push(c), outM.push(m), outV.push(v);
-      return;
-    }
-    // `active` is statically true, statically false, or a bool scalar tensor (frozen by a traced flag).
+    const g = gs[i];
+    if (!trainable(names[i], p.shape) || g === null || g === undefined) return;
     let active: boolean | Tensor = true;
     if (frozenByFlag(names[i])) {
       const f = asScalar(freeze, p);
       active = typeof f === "number" ? f < 0.5 : api.less(f, 0.5);
     }
-    if (active === false) {
-      outP.push(p), outC.push(c), outM.push(m), outV.push(v);
-      return;
-    }
+    if (active !== false) todo.push({ i, active, t: api.add(cs[i]!, 1) });
+  });
+  // The bias corrections of all leaves of one dtype in one vector op (not ~30 scalar ops per leaf).
+  const corrections = new Map<number, { stepSize: Tensor; bc2Sqrt: Tensor }>();
+  for (const dtype of new Set(todo.map(({ i }) => ps[i].dtype))) {
+    const group = todo.filter(({ i }) => ps[i].dtype === dtype);
+    const T = api.concat(group.map(({ t }) => api.reshape(t, [1])), 0);
+    const lr = asScalar(opts.lr, ps[group[0].i]);
+    const stepSizes = api.div(lr, oneMinusPow(beta1, T));
+    const bc2Sqrts = api.sqrt(oneMinusPow(beta2, T));
+    const at = (
+      x: Tensor,
+      k: number,
+    ) => (group.length === 1 ? api.reshape(x, []) : api.reshape(api.slice(x, [k], [k + 1]), []));
+    group.forEach(({ i }, k) => corrections.set(i, { stepSize: at(stepSizes, k), bc2Sqrt: at(bc2Sqrts, k) }));
+  }
+  // Pass 2: the element-wise updates.
+  for (const { i, active, t } of todo) {
+    const [p, m, v, g] = [ps[i], ms[i]!, vs[i]!, gs[i]!];
+    const { stepSize, bc2Sqrt } = corrections.get(i)!;
     const lr = asScalar(opts.lr, p);
     const wd = asScalar(opts.wd, p);
-    const t = api.add(c, 1);
     let p1 = p;
     if (decay(names[i], p.shape) && wd !== 0) {
       p1 = api.mul(p, typeof lr === "number" && typeof wd === "number" ? 1 - lr * wd : api.sub(1, api.mul(lr, wd)));
     }
     const m1 = api.add(api.mul(m, beta1), api.mul(g, 1 - beta1));
     const v1 = api.add(api.mul(v, beta2), api.mul(api.mul(g, g), 1 - beta2));
-    const stepSize = api.div(lr, oneMinusPow(beta1, t)); // scalar tensor
-    const denom = api.add(api.div(api.sqrt(v1), api.sqrt(oneMinusPow(beta2, t))), eps);
+    const denom = api.add(api.div(api.sqrt(v1), bc2Sqrt), eps);
     const p2 = api.sub(p1, api.mul(api.div(m1, denom), stepSize));
     if (active === true) {
-      outP.push(p2), outC.push(t), outM.push(m1), outV.push(v1);
+      [outP[i], outC[i], outM[i], outV[i]] = [p2, t, m1, v1];
     } else {
-      outP.push(api.where(active, p2, p));
-      outC.push(api.where(active, t, c));
-      outM.push(api.where(active, m1, m));
-      outV.push(api.where(active, v1, v));
+      outP[i] = api.where(active, p2, p);
+      outC[i] = api.where(active, t, cs[i]!);
+      outM[i] = api.where(active, m1, m);
+      outV[i] = api.where(active, v1, v);
     }
-  });
+  }
   return {
     params: unflatten<T>(def, outP),
     state: { count: unflatten<T>(def, outC), m: unflatten<T>(def, outM), v: unflatten<T>(def, outV) },

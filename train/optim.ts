@@ -157,7 +157,7 @@ export function adamwUpdate<T>(
   const beta1 = opts.beta1 ?? 0.9;
   const beta2 = opts.beta2 ?? 0.999;
   const eps = opts.eps ?? 1e-8;
-  const trainable = opts.trainable ?? ((p: string) => defaultTrainable(p));
+  const trainable = opts.trainable ?? defaultTrainable;
   const decay = opts.decay ?? decays;
   const frozenByFlag = opts.frozenByFlag ?? isLastLayer;
   const { leaves: ps, def } = flatten<Tensor>(params);
@@ -199,10 +199,7 @@ export function adamwUpdate<T>(
     const lr = asScalar(opts.lr, ps[group[0].i]);
     const stepSizes = api.div(lr, oneMinusPow(beta1, T));
     const bc2Sqrts = api.sqrt(oneMinusPow(beta2, T));
-    const at = (
-      x: Tensor,
-      k: number,
-    ) => (group.length === 1 ? api.reshape(x, []) : api.reshape(api.slice(x, [k], [k + 1]), []));
+    const at = (x: Tensor, k: number) => api.reshape(group.length === 1 ? x : api.slice(x, [k], [k + 1]), []);
     group.forEach(({ i }, k) => corrections.set(i, { stepSize: at(stepSizes, k), bc2Sqrt: at(bc2Sqrts, k) }));
   }
   // Pass 2: the element-wise updates.

@@ -148,15 +148,21 @@ export function ibotLoss(input: IbotLossInput): IbotLossOutput {
     const patch = api.zerosLike(cls);
     return { loss: api.add(cls, patch), cls, patch, center: centerOut, center2: api.stopGradient(input.center2) };
   }
-  if (studentPatch.length !== ng || teacherPatch.length !== ng) {
+  // Patch views come one per global view, or already concatenated along the batch as a single [ng·B, N, K]
+  // view (with one [ng·B, ...] mask): the MIM term is a mean over images, so the two forms are equal.
+  const joined = ng > 1 && studentPatch.length === 1 && teacherPatch.length === 1 &&
+    teacherPatch[0].shape[0] === ng * B;
+  const nv = joined ? 1 : ng;
+  const VB = joined ? ng * B : B;
+  if (studentPatch.length !== nv || teacherPatch.length !== nv) {
     throw new RangeError(
-      `ibotLoss: need one student and one teacher patch tensor per global view (${ng}), got ` +
-        `${studentPatch.length} and ${teacherPatch.length}`,
+      `ibotLoss: need one student and one teacher patch tensor per global view (${ng}), or one of each for ` +
+        `all global views joined along the batch; got ${studentPatch.length} and ${teacherPatch.length}`,
     );
   }
   const [, N, KP] = teacherPatch[0].shape;
-  checkViews("teacherPatch", teacherPatch, [B, N, KP]);
-  checkViews("studentPatch", studentPatch, [B, N, KP]);
+  checkViews("teacherPatch", teacherPatch, [VB, N, KP]);
+  checkViews("studentPatch", studentPatch, [VB, N, KP]);
   if (input.center2.shape.join() !== [1, 1, KP].join()) {
     throw new RangeError(`ibotLoss: center2 is ${fmt(input.center2.shape)}, expected [1,1,${KP}]`);
   }
@@ -170,13 +176,13 @@ export function ibotLoss(input: IbotLossInput): IbotLossOutput {
     const TP = softmax(api.div(api.sub(tPatch, center2), tauTP), -1);
     const SP = logSoftmax(api.div(api.concat(studentPatch, 0), tauS), -1);
     const ce = api.neg(api.sum(api.mul(TP, SP), -1)); // [ng·B, N]
-    if (masks.length < ng) throw new RangeError(`ibotLoss: ${masks.length} masks for ${ng} global views`);
+    if (masks.length < nv) throw new RangeError(`ibotLoss: ${masks.length} masks for ${ng} global views`);
     const m = api.concat(
-      masks.slice(0, ng).map((mk, i) => {
-        if (mk.size !== B * N || mk.shape[0] !== B) {
-          throw new RangeError(`ibotLoss: masks[${i}] is ${fmt(mk.shape)}, expected [${B},${N}] or [${B},Gh,Gw]`);
+      masks.slice(0, nv).map((mk, i) => {
+        if (mk.size !== VB * N || mk.shape[0] !== VB) {
+          throw new RangeError(`ibotLoss: masks[${i}] is ${fmt(mk.shape)}, expected [${VB},${N}] or [${VB},Gh,Gw]`);
         }
-        return api.reshape(api.cast(mk, dtype), [B, N]);
+        return api.reshape(api.cast(mk, dtype), [VB, N]);
       }),
       0,
     ); // [ng·B, N]

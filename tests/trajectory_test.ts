@@ -9,11 +9,11 @@ import assert from "node:assert/strict";
 import {
   type Backend,
   cpu,
-  emaFold,
   head,
   type HeadParams,
   jit,
   loadSafetensors,
+  random,
   type Tensor,
   tree,
   valueAndGrad,
@@ -22,7 +22,8 @@ import {
 } from "../mod.ts";
 import * as api from "../ops/api.ts";
 import { ibotLoss } from "../train/loss.ts";
-import { adamwInit, type AdamWState, adamwUpdate, clipGradsPerParam } from "../train/optim.ts";
+import { adamwInit } from "../train/optim.ts";
+import { type IbotHyper, type IbotState, ibotStep } from "../train/step.ts";
 import { gpu, readAll } from "./util.ts";
 
 const RGB = new URL("./fixtures/rgb/", import.meta.url).pathname;
@@ -85,28 +86,12 @@ function lossOf(student: Net, teacher: Net, center: Tensor, center2: Tensor, bat
   return [out.loss, out] as const;
 }
 
-/** One training iteration as a pure function of the state and the batch. */
-function trainStep(
-  student: Net,
-  teacher: Net,
-  opt: AdamWState<Net>,
-  center: Tensor,
-  center2: Tensor,
-  batch: Batch,
-  hp: Hyper,
-) {
-  const [[, out], grads] = valueAndGrad(lossOf, { hasAux: true })(student, teacher, center, center2, batch, hp);
-  const clipped = clipGradsPerParam(grads as Net, 3.0);
-  const { params, state } = adamwUpdate(clipped, opt, student, { lr: hp.lr, wd: hp.wd, freezeLastLayer: hp.freeze });
-  return {
-    student: params,
-    teacher: emaFold(teacher, params, hp.momentum),
-    opt: state,
-    center: out.center,
-    center2: out.center2,
-    losses: [out.loss, out.cls, out.patch],
-  };
-}
+/** The production step (train/step.ts) on the fixture model: ViT backbone with all tokens, shared head. */
+const trainStep = ibotStep<VitParams, HeadParams>({
+  backbone: (p, images, o) => vit(p, images, { numHeads: NUM_HEADS, returnAllTokens: true, ...o }),
+  head: (h, tokens) => head(h, tokens),
+  globalCrops: 2,
+});
 
 async function load(backend: Backend) {
   const f = (name: string) => loadSafetensors(`${RGB}${name}.safetensors`, { backend });
@@ -207,26 +192,27 @@ for (const kind of ["nofreeze", "freeze"] as const) {
         freeze_last_layer: number;
       };
       const step = jit(trainStep);
-      let s = {
+      let s: IbotState<VitParams, HeadParams> = {
         student: f.student,
         teacher: f.teacher,
         opt: adamwInit(f.student),
         center: f.center,
         center2: f.center2,
+        key: random.key(0, backend),
       };
       const losses: Tensor[] = [];
       for (let it = 0; it < 3; it++) {
-        const hp: Hyper = {
+        const hp: IbotHyper = {
           lr: cfg.lr[it],
           wd: cfg.wd[it],
           momentum: cfg.momentum[it],
           teacherTemp: cfg.teacher_temp[it],
           teacherPatchTemp: cfg.teacher_patch_temp[it],
-          freeze: cfg.epochs[it] < cfg.freeze_last_layer ? 1 : 0,
+          freezeLastLayer: cfg.epochs[it] < cfg.freeze_last_layer ? 1 : 0,
         };
-        const out = step(s.student, s.teacher, s.opt, s.center, s.center2, f.batch, hp);
-        losses.push(...out.losses);
-        s = out;
+        const out = step(s, f.batch, hp);
+        losses.push(out.metrics.loss, out.metrics.cls, out.metrics.patch);
+        s = out.state;
       }
       assert.equal(step.stats().traces, 1, "one plan for all iterations");
       const want = traj.flat;

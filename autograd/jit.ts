@@ -12,7 +12,7 @@ import { defaultBackend } from "../ops/backends.ts";
 import { toHost } from "../ops/dtype.ts";
 import type { Aval, Prim, PrimParams } from "../ops/prim.ts";
 import { RULES } from "../ops/table.ts";
-import { compileWebGpu, type PlanStats } from "../wgsl/compile.ts";
+import { compileWebGpu, type KernelTiming, type PlanStats } from "../wgsl/compile.ts";
 import type { WebGpuBackend } from "../wgsl/backend.ts";
 import { fmt } from "../ops/shape.ts";
 
@@ -167,6 +167,8 @@ export interface Jitted<A extends unknown[], R> {
    * and recompiles it. Call once at start-up; a no-op on the CPU.
    */
   tune(...args: A): Promise<void>;
+  /** WebGPU: GPU time of every dispatch of the plan for these arguments (needs `timestamp-query`). */
+  profile(...args: A): Promise<KernelTiming[]>;
 }
 
 /** Options of `jit`. */
@@ -311,6 +313,15 @@ export function jit<A extends unknown[], R>(f: (...args: A) => R, opts: JitOptio
     dispose: () => {
       for (const p of plans.values()) p.exe.dispose();
       plans.clear();
+    },
+    profile: async (...args: A) => {
+      const { plan } = planFor(args);
+      const exe = plan.exe as { profile?: (a: (DataRef | number)[]) => Promise<KernelTiming[]> };
+      if (!exe.profile) throw new Error("profile: only compiled WebGPU plans can be profiled");
+      const inputs = flatten<unknown>(args).leaves.flatMap((l): (DataRef | number)[] =>
+        l instanceof Tensor ? [(l.source as { ref: DataRef }).ref] : typeof l === "number" ? [l] : []
+      );
+      return await exe.profile(inputs);
     },
     tune: async (...args: A) => {
       const { plan, leaves } = planFor(args);

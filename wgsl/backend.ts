@@ -189,6 +189,22 @@ export class WebGpuBackend implements Backend {
     const groups = Math.ceil(kernel.threads / kernel.workgroupSize);
     const x = Math.min(groups, MAX_WORKGROUPS_X);
     const y = Math.ceil(groups / x);
+    if (this.profiling) {
+      // One pass per dispatch, with timestamps at its start and end.
+      this.endPass();
+      this.encoder ??= this.device.createCommandEncoder();
+      const q = this.profiling;
+      const pass = this.encoder.beginComputePass({
+        timestampWrites: { querySet: q.set, beginningOfPassWriteIndex: q.next, endOfPassWriteIndex: q.next + 1 },
+      });
+      q.next += 2;
+      pass.setPipeline(pipeline);
+      pass.setBindGroup(0, bindGroup);
+      pass.dispatchWorkgroups(x, y);
+      pass.end();
+      this.stats.dispatches++;
+      return;
+    }
     if (!this.pass) {
       this.encoder ??= this.device.createCommandEncoder();
       this.pass = this.encoder.beginComputePass();
@@ -198,6 +214,20 @@ export class WebGpuBackend implements Backend {
     this.pass.dispatchWorkgroups(x, y);
     this.stats.dispatches++;
     if (++this.pending >= MAX_DISPATCHES_PER_SUBMIT) this.flush();
+  }
+
+  private profiling: { set: GPUQuerySet; next: number } | null = null;
+
+  /** Debug: time every following dispatch with timestamps into `set` (two queries each) until `endProfile`. */
+  beginProfile(set: GPUQuerySet): void {
+    this.flush();
+    this.profiling = { set, next: 0 };
+  }
+
+  /** Ends profiling and submits. */
+  endProfile(): void {
+    this.profiling = null;
+    this.flush();
   }
 
   /** Encodes a buffer copy in order with the queued dispatches. */

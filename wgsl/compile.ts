@@ -32,8 +32,22 @@ interface Step {
   inPlace?: number;
 }
 
+/** GPU time of one dispatch of a plan. */
+export interface KernelTiming {
+  /** Primitive of the kernel's root equation. */
+  prim: string;
+  /** Equations computed by the kernel. */
+  fused: number;
+  /** Output shape, e.g. `128x50x96`. */
+  shape: string;
+  /** Milliseconds between the timestamps around the dispatch. */
+  ms: number;
+}
+
 /** Statistics of a compiled plan. */
 export interface PlanStats {
+  /** Dispatches per call by the primitive of each kernel's root equation. */
+  byPrim: Record<string, number>;
   /** Steps of the plan (dispatches plus aliases). */
   steps: number;
   /** Kernel dispatches per call. */
@@ -205,7 +219,7 @@ export function compileWebGpu(
   graph: Graph,
   backend: WebGpuBackend,
   donated: ReadonlySet<number> = new Set(),
-): Executable & { stats(): PlanStats } {
+): Executable & { stats(): PlanStats; profile(args: readonly (DataRef | number)[]): Promise<KernelTiming[]> } {
   const { steps, inlined } = planSteps(graph);
   const nVars = graph.avals.length;
   const inputSet = new Set(graph.inputs);
@@ -234,9 +248,12 @@ export function compileWebGpu(
     if (si === undefined || !steps[si].kernel) continue;
     const n = size(graph.avals[o].shape);
     for (const d of donated) {
-      if ([...donorOf.values()].includes(d) || outputSet.has(d)) continue;
+      // Not when the argument is returned, itself or through an alias (reshape, stopGradient).
+      if ([...donorOf.values()].includes(d) || graph.outputs.some((id) => root[id] === d)) continue;
       if (graph.avals[d].dtype !== graph.avals[o].dtype || size(graph.avals[d].shape) !== n) continue;
-      if (lastUse[d] < si || (lastUse[d] === si && steps[si].elementwise)) {
+      // In place only when the kernel reads the argument itself, not an alias of it (that would be bound twice).
+      const direct = steps[si].inputs.every((x) => x === d || root[x] !== d);
+      if (lastUse[d] < si || (lastUse[d] === si && steps[si].elementwise && direct)) {
         donorOf.set(o, d);
         if (lastUse[d] === si) steps[si] = fusedStep(graph, steps[si].eqns, inlined, d);
         break;
@@ -350,6 +367,12 @@ export function compileWebGpu(
       const result = graph.outputs.map((id) => {
         const r = root[id];
         const ref = env.get(r) ?? { backend, handle: constBuf.get(r)!, refs: 0 };
+        if (scalars.includes(ref)) {
+          // A number argument returned as is: a copy, since the plan rewrites its scalar buffer on every call.
+          const copy: DataRef = { backend, handle: backend.alloc(4), refs: 1 };
+          backend.copy(ref.handle as GpuBuf, copy.handle as GpuBuf, 4);
+          return copy;
+        }
         const existing = inputs.find((x) => x === ref) ?? graph.consts.find((c) => c.ref.handle === ref.handle)?.ref;
         const owner = existing ?? ref;
         owner.refs++;
@@ -358,12 +381,53 @@ export function compileWebGpu(
       for (const ref of fresh) if (ref.refs === 0) backend.release(ref.handle);
       return result;
     },
+    async profile(args: readonly (DataRef | number)[]): Promise<KernelTiming[]> {
+      // Each dispatch in its own pass with GPU timestamps around it; the plan's buffers are bound as in `run`.
+      if (!backend.device.features.has("timestamp-query")) {
+        throw new Error("profile: the adapter has no timestamp-query");
+      }
+      const n = kernels.length;
+      const querySet = backend.device.createQuerySet({ type: "timestamp", count: 2 * n });
+      const resolve = backend.device.createBuffer({
+        size: 16 * n,
+        usage: GPUBufferUsage.QUERY_RESOLVE | GPUBufferUsage.COPY_SRC,
+      });
+      const read = backend.device.createBuffer({
+        size: 16 * n,
+        usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST,
+      });
+      backend.beginProfile(querySet);
+      const outs = this.run(args);
+      backend.endProfile();
+      const enc = backend.device.createCommandEncoder();
+      enc.resolveQuerySet(querySet, 0, 2 * n, resolve, 0);
+      enc.copyBufferToBuffer(resolve, 0, read, 0, 16 * n);
+      backend.device.queue.submit([enc.finish()]);
+      await read.mapAsync(GPUMapMode.READ);
+      const ts = new BigUint64Array(read.getMappedRange().slice(0));
+      read.unmap();
+      for (const b of [resolve, read]) b.destroy();
+      querySet.destroy();
+      for (const r of outs) if (--r.refs === 0) backend.release(r.handle);
+      return kernels.map((st, k) => ({
+        prim: st.eqns[st.eqns.length - 1].prim,
+        fused: st.eqns.length,
+        shape: graph.avals[st.out].shape.join("x"),
+        ms: Number(ts[2 * k + 1] - ts[2 * k]) / 1e6,
+      }));
+    },
     dispose() {
       for (const s of slots) backend.release(s);
       for (const r of scalars) if (r && --r.refs === 0) backend.release(r.handle);
       for (const c of graph.consts) if (--c.ref.refs === 0) backend.release(c.ref.handle);
     },
     stats: () => ({
+      byPrim: Object.fromEntries(
+        [...kernels.reduce((m, st) => {
+          const p = st.eqns[st.eqns.length - 1].prim;
+          return m.set(p, (m.get(p) ?? 0) + 1);
+        }, new Map<string, number>())].sort((a, b) => b[1] - a[1]),
+      ),
       steps: steps.length,
       dispatches: kernels.length,
       fusedEqns: graph.eqns.length - steps.length,

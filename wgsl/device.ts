@@ -41,6 +41,8 @@ export async function createWebGpuBackend(): Promise<WebGpuBackend & { features:
   const subgroups = adapter.features.has("subgroups" as GPUFeatureName);
   if (f16) features.push("shader-f16");
   if (subgroups) features.push("subgroups" as GPUFeatureName);
+  // Timestamps power the plan profiler (`profileJit`); optional.
+  if (adapter.features.has("timestamp-query")) features.push("timestamp-query");
   const device = await adapter.requestDevice({ requiredLimits, requiredFeatures: features });
   const info = adapter.info;
   const desc = `${info.description || info.vendor || "unknown adapter"}${info.isFallbackAdapter ? " (software)" : ""}`;

@@ -146,3 +146,7 @@ export {
   saveTeacherBackbone,
   specFromShapes,
 } from "./models/checkpoint.ts";
+/** iBOT's multi-crop augmentation, batched on the device and deterministic from a key. */
+export * as augment from "./train/augment.ts";
+/** Datasets (embedded shapes, Fashion-MNIST, image folders) and the prefetching, resumable batch loader. */
+export * as data from "./train/data/mod.ts";

@@ -1,0 +1,185 @@
+/**
+ * Fashion-MNIST from its IDX files (`train-images-idx3-ubyte.gz`, ...), gunzipped with the platform's
+ * `DecompressionStream("gzip")`. By default read from `/usr/share/datasets/fashion-mnist/`, where the Debian
+ * package `dataset-fashion-mnist` installs them.
+ *
+ * @module
+ */
+import type { Dataset, Split } from "./dataset.ts";
+
+/** Where the Debian package `dataset-fashion-mnist` puts the files. */
+export const FMNIST_DIR = "/usr/share/datasets/fashion-mnist";
+
+/** The ten Fashion-MNIST classes (index = label). */
+export const FMNIST_CLASSES = [
+  "T-shirt/top",
+  "Trouser",
+  "Pullover",
+  "Dress",
+  "Coat",
+  "Sandal",
+  "Shirt",
+  "Sneaker",
+  "Bag",
+  "Ankle boot",
+] as const;
+
+/** The IDX file names (without `.gz`). */
+export const FMNIST_FILES = {
+  trainImages: "train-images-idx3-ubyte",
+  trainLabels: "train-labels-idx1-ubyte",
+  testImages: "t10k-images-idx3-ubyte",
+  testLabels: "t10k-labels-idx1-ubyte",
+} as const;
+
+/** A parsed IDX array: its dimensions and its values (typed by the IDX element type, big-endian decoded). */
+export interface Idx {
+  dims: number[];
+  data: Uint8Array | Int8Array | Int16Array | Int32Array | Float32Array | Float64Array;
+}
+
+/** Decompresses gzip bytes with `DecompressionStream`. */
+export async function gunzip(bytes: Uint8Array): Promise<Uint8Array> {
+  const stream = new Blob([bytes as Uint8Array<ArrayBuffer>]).stream().pipeThrough(new DecompressionStream("gzip"));
+  return new Uint8Array(await new Response(stream).arrayBuffer());
+}
+
+const IDX_TYPES: Record<number, [string, number]> = {
+  0x08: ["uint8", 1],
+  0x09: ["int8", 1],
+  0x0b: ["int16", 2],
+  0x0c: ["int32", 4],
+  0x0d: ["float32", 4],
+  0x0e: ["float64", 8],
+};
+
+/**
+ * Parses IDX bytes: magic `0x00 0x00 <type> <rank>`, `rank` big-endian uint32 dimensions, then the values
+ * (big-endian).
+ *
+ * @example
+ * ```ts
+ * import { data } from "./mod.ts";
+ * const idx = data.parseIdx(new Uint8Array([0, 0, 8, 1, 0, 0, 0, 2, 7, 9]));
+ * console.log(idx.dims, idx.data); // [2] Uint8Array [7, 9]
+ * ```
+ */
+export function parseIdx(bytes: Uint8Array, what = "IDX"): Idx {
+  if (bytes.length < 4 || bytes[0] !== 0 || bytes[1] !== 0) {
+    throw new Error(`${what}: not an IDX file (bad magic ${Array.from(bytes.slice(0, 4))})`);
+  }
+  const type = IDX_TYPES[bytes[2]];
+  if (!type) throw new Error(`${what}: unknown IDX element type 0x${bytes[2].toString(16)}`);
+  const rank = bytes[3];
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  if (bytes.length < 4 + 4 * rank) throw new Error(`${what}: truncated header`);
+  const dims = Array.from({ length: rank }, (_, i) => view.getUint32(4 + 4 * i));
+  const count = dims.reduce((a, b) => a * b, 1);
+  const [name, width] = type;
+  const start = 4 + 4 * rank;
+  if (bytes.length < start + count * width) {
+    throw new Error(
+      `${what}: ${bytes.length - start} data bytes for dims [${dims}] of ${name} (need ${count * width})`,
+    );
+  }
+  const body = (i: number) => start + i * width;
+  let data: Idx["data"];
+  switch (name) {
+    case "uint8":
+      data = bytes.slice(start, start + count);
+      break;
+    case "int8":
+      data = new Int8Array(bytes.slice(start, start + count).buffer);
+      break;
+    case "int16":
+      data = Int16Array.from({ length: count }, (_, i) => view.getInt16(body(i)));
+      break;
+    case "int32":
+      data = Int32Array.from({ length: count }, (_, i) => view.getInt32(body(i)));
+      break;
+    case "float32":
+      data = Float32Array.from({ length: count }, (_, i) => view.getFloat32(body(i)));
+      break;
+    default:
+      data = Float64Array.from({ length: count }, (_, i) => view.getFloat64(body(i)));
+  }
+  return { dims, data };
+}
+
+/** Reads an IDX file, gunzipping it when it starts with the gzip magic. */
+export async function readIdx(path: string): Promise<Idx> {
+  let bytes: Uint8Array = await Deno.readFile(path);
+  if (bytes[0] === 0x1f && bytes[1] === 0x8b) bytes = await gunzip(bytes);
+  return parseIdx(bytes, path);
+}
+
+/** Options of `loadFashionMnist`. */
+export interface FashionMnistOptions {
+  /** Folder of the four IDX files, `.gz` or not (default `FMNIST_DIR`). */
+  dir?: string;
+  /** Keep only the first n training images. */
+  trainLimit?: number;
+  /** Keep only the first n test images. */
+  testLimit?: number;
+}
+
+async function findFile(dir: string, base: string): Promise<string> {
+  for (const name of [`${base}.gz`, base]) {
+    const path = `${dir.replace(/\/$/, "")}/${name}`;
+    try {
+      if ((await Deno.stat(path)).isFile) return path;
+    } catch (e) {
+      if (!(e instanceof Deno.errors.NotFound)) throw e;
+    }
+  }
+  throw new Error(
+    `Fashion-MNIST: ${dir.replace(/\/$/, "")}/${base}.gz not found. Install the Debian package ` +
+      `dataset-fashion-mnist (apt-get install dataset-fashion-mnist), which puts the files in ${FMNIST_DIR}, ` +
+      "or pass { dir } pointing at a folder with the four *-ubyte(.gz) files.",
+  );
+}
+
+async function loadSplit(dir: string, images: string, labels: string, limit?: number): Promise<Split> {
+  const [im, lb] = await Promise.all([readIdx(await findFile(dir, images)), readIdx(await findFile(dir, labels))]);
+  if (im.dims.length !== 3 || im.dims[1] !== im.dims[2] || !(im.data instanceof Uint8Array)) {
+    throw new Error(`Fashion-MNIST: ${images} must hold uint8 [n, s, s] images, got dims [${im.dims}]`);
+  }
+  if (lb.dims.length !== 1 || lb.dims[0] !== im.dims[0]) {
+    throw new Error(`Fashion-MNIST: ${labels} has dims [${lb.dims}] for ${im.dims[0]} images`);
+  }
+  const n = Math.min(im.dims[0], limit ?? Infinity);
+  const per = im.dims[1] * im.dims[2];
+  const out = new Float32Array(n * per);
+  for (let i = 0; i < n * per; i++) out[i] = im.data[i] / 255;
+  return { images: out, labels: Int32Array.from(lb.data.subarray(0, n)), n };
+}
+
+/**
+ * Fashion-MNIST as a `Dataset`: 1-channel 28×28 images in [0, 1] (`byte / 255`), 60 000 train and 10 000
+ * test images. Throws an error naming the path and the Debian package when the files are missing.
+ *
+ * @example
+ * ```ts ignore
+ * import { data } from "./mod.ts";
+ * const ds = await data.loadFashionMnist();
+ * console.log(ds.train.n, ds.test.n); // 60000 10000
+ * ```
+ */
+export async function loadFashionMnist(opts: FashionMnistOptions = {}): Promise<Dataset> {
+  const dir = opts.dir ?? FMNIST_DIR;
+  try {
+    if (!(await Deno.stat(dir)).isDirectory) throw new Deno.errors.NotFound(dir);
+  } catch (e) {
+    if (!(e instanceof Deno.errors.NotFound)) throw e;
+    throw new Error(
+      `Fashion-MNIST: folder ${dir} not found. Install the Debian package dataset-fashion-mnist ` +
+        `(apt-get install dataset-fashion-mnist), which puts the files in ${FMNIST_DIR}, or pass { dir }.`,
+    );
+  }
+  const [train, test] = await Promise.all([
+    loadSplit(dir, FMNIST_FILES.trainImages, FMNIST_FILES.trainLabels, opts.trainLimit),
+    loadSplit(dir, FMNIST_FILES.testImages, FMNIST_FILES.testLabels, opts.testLimit),
+  ]);
+  const size = Math.round(Math.sqrt(train.n > 0 ? train.images.length / train.n : 28 * 28));
+  return { name: "fashion-mnist", numClasses: 10, channels: 1, size, classNames: FMNIST_CLASSES, train, test };
+}

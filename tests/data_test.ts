@@ -304,7 +304,9 @@ Deno.test("loader: the next batch is prepared and uploaded while the current ste
   let steps = 0;
   for await (const b of gen) {
     events.push(`step ${b.step}`);
-    const back = await b.data.data(); // the "step": awaits the device, letting the loader work meanwhile
+    // The "step": it awaits the device (and a timer, as a GPU step would on any backend), so the loader works
+    // meanwhile.
+    const [back] = await Promise.all([b.data.data(), new Promise((r) => setTimeout(r, 5))]);
     assert.deepEqual(back, b.images);
     events.push(`done ${b.step}`);
     b.data.dispose();

@@ -19,7 +19,9 @@ export { assertFinite, enableFiniteCheck, NonFiniteError } from "./autograd/debu
 export { customVjp, grad, type GradOptions, type Pullback, valueAndGrad, vjp } from "./autograd/vjp.ts";
 export { jit, type JitOptions, type JitStats, type Jitted } from "./autograd/jit.ts";
 export { type Eqn, type Graph, printGraph } from "./autograd/graph.ts";
-export type { PlanStats } from "./wgsl/compile.ts";
+export type { DataRef } from "./autograd/tensor.ts";
+export type { KernelTiming, PlanStats } from "./wgsl/compile.ts";
+/** Pytree utilities: `map`, `leaves`, `flatten`/`unflatten`, `paths`, `fromPaths`, `emaFold`. */
 export * as tree from "./autograd/tree.ts";
 export { emaFold, type Tree } from "./autograd/tree.ts";
 export * from "./ops/api.ts";
@@ -39,8 +41,23 @@ export { cpu } from "./ops/cpu.ts";
 export type { Backend, Handle } from "./ops/backend.ts";
 export type { Shape } from "./ops/shape.ts";
 export type { DType, HostArray } from "./ops/dtype.ts";
-export { type Aval, type Prim, type PrimParams, PRIMS } from "./ops/prim.ts";
+export {
+  type Aval,
+  BINARY,
+  type BinaryPrim,
+  COMPARE,
+  type ComparePrim,
+  type Prim,
+  type PrimParams,
+  PRIMS,
+  REDUCE,
+  type ReducePrim,
+  UNARY,
+  type UnaryPrim,
+} from "./ops/prim.ts";
+/** Counter-based PRNG: `key`, `split`, `foldIn`, `uniform`, `normal`, `truncatedNormal`, `bernoulli`, ... */
 export * as random from "./ops/random.ts";
+/** Composite layers: `softmax`, `logSoftmax`, `layerNorm`, `gelu`, `linear`, `dropout`, `resizeBicubic`, ... */
 export * as nn from "./ops/nn.ts";
 export {
   encodeSafetensors,
@@ -81,20 +98,6 @@ export {
   type InitHeadOptions,
   weightNormWeight,
 } from "./models/head.ts";
-export { ibotLoss, type IbotLossInput, type IbotLossOutput } from "./train/loss.ts";
-export {
-  type AdamWGroups,
-  adamwInit,
-  type AdamWOptions,
-  type AdamWState,
-  adamwUpdate,
-  clipGradsPerParam,
-  decays,
-  defaultTrainable,
-  isLastLayer,
-} from "./train/optim.ts";
-export * as masking from "./train/masking.ts";
-export * as schedules from "./train/schedules.ts";
 export {
   type InitOptions as InitSwinOptions,
   initSwin,
@@ -123,6 +126,22 @@ export {
   windowReverse,
 } from "./models/swin.ts";
 export { ParamSpec } from "./models/spec.ts";
+export { ibotLoss, type IbotLossInput, type IbotLossOutput } from "./train/loss.ts";
+export {
+  type AdamWGroups,
+  adamwInit,
+  type AdamWOptions,
+  type AdamWState,
+  adamwUpdate,
+  clipGradsPerParam,
+  decays,
+  defaultTrainable,
+  isLastLayer,
+} from "./train/optim.ts";
+/** iBOT's blockwise and random patch masks, deterministic from a key. */
+export * as masking from "./train/masking.ts";
+/** Training schedules (cosine with warm-up, temperatures, momentum) as pure functions of the iteration. */
+export * as schedules from "./train/schedules.ts";
 export {
   loadPth,
   parsePth,
@@ -150,3 +169,14 @@ export {
 export * as augment from "./train/augment.ts";
 /** Datasets (embedded shapes, Fashion-MNIST, image folders) and the prefetching, resumable batch loader. */
 export * as data from "./train/data/mod.ts";
+export { type IbotBatch, type IbotHyper, type IbotMetrics, type IbotState, ibotStep } from "./train/step.ts";
+export { hyperAt, PRESETS, type PretrainConfig } from "./train/presets.ts";
+export {
+  NonFiniteLossError,
+  pretrain,
+  type PretrainOptions,
+  type PretrainResult,
+  type Progress,
+} from "./train/pretrain.ts";
+export { knnAccuracy, type KnnOptions } from "./train/knn.ts";
+export { type CheckpointMeta, loadCheckpoint, saveCheckpoint } from "./train/checkpoint.ts";

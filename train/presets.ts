@@ -1,0 +1,149 @@
+/**
+ * Training presets: everything a run needs besides the data path — backbone, head, augmentation, masking,
+ * optimiser and schedules. `embedded-small` (the default job), `fmnist-tiny` (exactly as specified for
+ * 28-px Fashion-MNIST) and `imagenet-vit-s16` (the official ViT-S/16 recipe, ibot-spec §7.7).
+ */
+import type { VitConfigInput } from "../models/vit.ts";
+import { AUGMENT_PRESETS, type AugmentConfig } from "./augment.ts";
+import type { MaskOptions } from "./masking.ts";
+
+/** Which dataset a preset trains on by default. */
+export type DataName = "embedded" | "fmnist" | string;
+
+/** A full training configuration. */
+export interface PretrainConfig {
+  /** The preset's name. */
+  name: string;
+  /** Default dataset. */
+  data: DataName;
+  /** Backbone (a ViT config; `arch` picks a preset size). */
+  backbone: Exclude<VitConfigInput, string>;
+  /** iBOT head sizes (shared between CLS and patches). */
+  head: { hiddenDim: number; bottleneckDim: number; outDim: number; normLastLayer: boolean };
+  /** Multi-crop augmentation. */
+  augment: AugmentConfig;
+  /** Patch masking of the global crops. */
+  masking: MaskOptions;
+  /** Images per step. */
+  batchSize: number;
+  /** Epochs of the schedules (the run may stop earlier with `steps`). */
+  epochs: number;
+  /** Base lr, scaled by batch/256 (the linear scaling rule). */
+  lr: number;
+  minLr: number;
+  warmupEpochs: number;
+  /** Weight decay from `[0]` to `[1]` (cosine). */
+  weightDecay: [number, number];
+  clipGrad: number;
+  freezeLastLayerEpochs: number;
+  /** Teacher momentum from `[0]` to `[1]` (cosine). */
+  momentum: [number, number];
+  studentTemp: number;
+  /**
+   * Teacher temperature (CLS and patch) ramp from `start` to `end`: per epoch over `warmupEpochs` (official),
+   * or, with `perIteration`, linearly per iteration over the first `warmupFraction` of the run.
+   */
+  teacherTemp: { start: number; end: number; warmupEpochs?: number; perIteration?: boolean; warmupFraction?: number };
+  /** Stochastic depth of the student's last block. */
+  dropPath: number;
+}
+
+/** The built-in presets. */
+export const PRESETS: Readonly<Record<string, PretrainConfig>> = {
+  "embedded-small": {
+    name: "embedded-small",
+    data: "embedded",
+    backbone: { imgSize: 32, patchSize: 4, inChans: 3, embedDim: 96, depth: 4, numHeads: 3, mlpRatio: 2 },
+    head: { hiddenDim: 256, bottleneckDim: 64, outDim: 512, normLastLayer: true },
+    augment: {
+      ...AUGMENT_PRESETS["embedded-small"],
+      localCrops: { number: 4, size: 16, scale: [0.05, 0.25] },
+    },
+    masking: { shape: "block", predRatio: [0, 0.3], predRatioVar: [0, 0.2] },
+    batchSize: 64,
+    epochs: 10,
+    lr: 1e-3,
+    minLr: 1e-5,
+    warmupEpochs: 1,
+    weightDecay: [0.04, 0.4],
+    clipGrad: 3,
+    freezeLastLayerEpochs: 1,
+    momentum: [0.99, 1],
+    studentTemp: 0.1,
+    teacherTemp: { start: 0.04, end: 0.07, perIteration: true, warmupFraction: 0.3 },
+    dropPath: 0.1,
+  },
+  "fmnist-tiny": {
+    name: "fmnist-tiny",
+    data: "fmnist",
+    backbone: { imgSize: 28, patchSize: 4, inChans: 1, embedDim: 96, depth: 4, numHeads: 3, mlpRatio: 4 },
+    head: { hiddenDim: 256, bottleneckDim: 64, outDim: 1024, normLastLayer: true },
+    augment: AUGMENT_PRESETS["fmnist-tiny"],
+    masking: { shape: "block", predRatio: [0, 0.3], predRatioVar: [0, 0.2] },
+    batchSize: 128,
+    epochs: 100,
+    lr: 5e-4,
+    minLr: 1e-6,
+    warmupEpochs: 1,
+    weightDecay: [0.04, 0.4],
+    clipGrad: 3,
+    freezeLastLayerEpochs: 1,
+    momentum: [0.996, 1],
+    studentTemp: 0.1,
+    teacherTemp: { start: 0.04, end: 0.07, perIteration: true, warmupFraction: 0.3 },
+    dropPath: 0.1,
+  },
+  "imagenet-vit-s16": {
+    name: "imagenet-vit-s16",
+    data: "imagenet",
+    backbone: { arch: "vit_small", imgSize: 224, patchSize: 16, inChans: 3 },
+    head: { hiddenDim: 2048, bottleneckDim: 256, outDim: 8192, normLastLayer: false },
+    augment: AUGMENT_PRESETS.imagenet,
+    masking: { shape: "block", predRatio: [0, 0.3], predRatioVar: [0, 0.2] },
+    batchSize: 1024,
+    epochs: 800,
+    lr: 5e-4,
+    minLr: 1e-6,
+    warmupEpochs: 10,
+    weightDecay: [0.04, 0.4],
+    clipGrad: 3,
+    freezeLastLayerEpochs: 1,
+    momentum: [0.996, 1],
+    studentTemp: 0.1,
+    teacherTemp: { start: 0.04, end: 0.07, warmupEpochs: 30 },
+    dropPath: 0.1,
+  },
+};
+
+/** The lr/wd/momentum/temperature/freeze values of iteration `it` of a run of `total` iterations. */
+export function hyperAt(cfg: PretrainConfig, it: number, itersPerEpoch: number, total: number) {
+  const epoch = Math.floor(it / itersPerEpoch);
+  const peak = (cfg.lr * cfg.batchSize) / 256;
+  const warm = cfg.warmupEpochs * itersPerEpoch;
+  const cosine = (base: number, final: number, j: number, n: number) =>
+    final + 0.5 * (base - final) * (1 + Math.cos((Math.PI * j) / Math.max(n, 1)));
+  // Official lr: linspace(0, peak, warm) over the warm-up, then cosine from the peak over the rest.
+  const lr = it < warm
+    ? (warm > 1 ? (peak * it) / (warm - 1) : peak)
+    : cosine(peak, cfg.minLr, it - warm, total - warm);
+  const wd = cosine(cfg.weightDecay[0], cfg.weightDecay[1], it, total);
+  const momentum = cosine(cfg.momentum[0], cfg.momentum[1], it, total);
+  const tt = cfg.teacherTemp;
+  let temp: number;
+  if (tt.perIteration) {
+    const ramp = Math.max(1, Math.round((tt.warmupFraction ?? 0.3) * total));
+    temp = it < ramp ? tt.start + ((tt.end - tt.start) * it) / ramp : tt.end;
+  } else {
+    const we = tt.warmupEpochs ?? 30;
+    temp = epoch < we ? tt.start + ((tt.end - tt.start) * epoch) / Math.max(we - 1, 1) : tt.end;
+  }
+  return {
+    lr,
+    wd,
+    momentum,
+    teacherTemp: temp,
+    teacherPatchTemp: temp,
+    freezeLastLayer: epoch < cfg.freezeLastLayerEpochs ? 1 : 0,
+    epoch,
+  };
+}

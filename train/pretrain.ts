@@ -1,0 +1,321 @@
+/**
+ * The iBOT pretraining loop: initialise (or resume) the state, compile the step once, stream batches with
+ * on-device augmentation and host-generated masks, log metrics every N steps, checkpoint atomically, stop on
+ * a non-finite loss (naming the step, leaving the last good checkpoint), and evaluate k-NN at the end.
+ *
+ * Everything random derives from the seed: batch order from (seed, epoch), masks from (seed, iteration), and
+ * augmentation and drop path from the PRNG key carried in the state. A resumed run therefore continues
+ * bit-exactly.
+ */
+import type { Tensor } from "../autograd/tensor.ts";
+import { jit, type Jitted } from "../autograd/jit.ts";
+import { tidy } from "../autograd/engine.ts";
+import { map as treeMap } from "../autograd/tree.ts";
+import type { Backend } from "../ops/backend.ts";
+import { fromTyped, zeros } from "../ops/create.ts";
+import * as random from "../ops/random.ts";
+import { slice } from "../ops/api.ts";
+import { head, initHead } from "../models/head.ts";
+import { initVit, vit, type VitConfig, vitConfig, type VitParams } from "../models/vit.ts";
+import type { HeadParams } from "../models/head.ts";
+import { multiCrop, normalize } from "./augment.ts";
+import { adamwInit } from "./optim.ts";
+import { type IbotHyper, type IbotMetrics, type IbotState, ibotStep } from "./step.ts";
+import { hostFoldIn, hostKey, sampleCropMasks } from "./masking.ts";
+import { hyperAt, type PretrainConfig } from "./presets.ts";
+import { loadCheckpoint, saveCheckpoint } from "./checkpoint.ts";
+import { knnAccuracy } from "./knn.ts";
+import type { Dataset } from "./data/dataset.ts";
+import { batches, stepsPerEpoch } from "./data/loader.ts";
+
+/** A progress report, every `logEvery` steps. */
+export interface Progress {
+  step: number;
+  totalSteps: number;
+  epoch: number;
+  loss: number;
+  cls: number;
+  patch: number;
+  lr: number;
+  wd: number;
+  momentum: number;
+  teacherTemp: number;
+  teacherEntropy: number;
+  agreement: number;
+  imagesPerSecond: number;
+  etaSeconds: number;
+}
+
+/** Options of a run. */
+export interface PretrainOptions {
+  backend: Backend;
+  seed: number;
+  /** Stop after this many steps (default: the preset's epochs). */
+  steps?: number;
+  /** Output folder for checkpoints and `metrics.jsonl` (none: nothing is written). */
+  out?: string;
+  /** Resume from `out/checkpoint.safetensors`. */
+  resume?: boolean;
+  /** Read metrics back every N steps (default 10). */
+  logEvery?: number;
+  /** Checkpoint every N steps (default 200) and at each epoch end. */
+  checkpointEvery?: number;
+  /** Called with each progress report. */
+  onProgress?: (p: Progress) => void;
+  /** Called once the step is compiled, with the compile time. */
+  onCompiled?: (seconds: number, stats: unknown) => void;
+  /** k-NN neighbour counts (default 10, 20, 100, 200; clipped to the training set). */
+  knnKs?: number[];
+  /** Test images used by the k-NN evaluation (default: all). */
+  knnTestLimit?: number;
+}
+
+/** Result of a run. */
+export interface PretrainResult {
+  steps: number;
+  lastLoss: number;
+  firstLoss: number;
+  /** k-NN top-1 of the trained teacher and of a randomly initialised network, per k. */
+  knn: Record<number, number>;
+  knnRandom: Record<number, number>;
+  secondsPerStep: number;
+  compileSeconds: number;
+}
+
+type State = IbotState<VitParams, HeadParams>;
+
+/** Thrown when the loss stops being finite. */
+export class NonFiniteLossError extends Error {
+  override name = "NonFiniteLossError";
+}
+
+/** The backbone configuration of a preset. */
+export function backboneConfig(cfg: PretrainConfig, ds: Pick<Dataset, "channels" | "size">): VitConfig {
+  return vitConfig({ ...cfg.backbone, inChans: ds.channels, imgSize: ds.size, dropPathRate: cfg.dropPath });
+}
+
+/** A fresh state: student and teacher (a copy without `masked_embed`), AdamW, zero centers, the key. */
+export function initState(cfg: PretrainConfig, vc: VitConfig, key: Tensor): State {
+  const [kb, kh, kstate] = random.split(key, 3);
+  const student = { backbone: initVit(kb, vc), head: initHead(kh, { inDim: vc.embedDim, ...cfg.head }) };
+  const { masked_embed: _unused, ...tb } = student.backbone as VitParams & { masked_embed?: Tensor };
+  const copy = (t: Tensor) => slice(t, t.shape.map(() => 0)).add(0); // a distinct buffer with equal values
+  const teacher = {
+    backbone: treeMap(copy, tb) as unknown as VitParams,
+    head: treeMap(copy, student.head) as unknown as HeadParams,
+  };
+  const K = cfg.head.outDim;
+  return {
+    student,
+    teacher,
+    opt: adamwInit(student),
+    center: zeros([1, K], { backend: key.backend }),
+    center2: zeros([1, 1, K], { backend: key.backend }),
+    key: kstate,
+  };
+}
+
+/** Teacher CLS features (after the final norm) of a split, normalised as in training, `[n, D]`. */
+async function features(
+  params: VitParams,
+  vc: VitConfig,
+  ds: Dataset,
+  split: "train" | "test",
+  cfg: PretrainConfig,
+  backend: Backend,
+  limit?: number,
+): Promise<Tensor> {
+  const s = ds[split];
+  const n = Math.min(s.n, limit ?? s.n);
+  const per = ds.channels * ds.size * ds.size;
+  const bs = 256;
+  const fwd = jit((p: VitParams, x: Tensor) => vit(p, normalize(x, cfg.augment.mean, cfg.augment.std), { ...vc }));
+  const parts: Tensor[] = [];
+  for (let i = 0; i < n; i += bs) {
+    const m = Math.min(bs, n - i);
+    const x = fromTyped(
+      s.images.subarray(i * per, (i + m) * per),
+      [m, ds.channels, ds.size, ds.size],
+      "float32",
+      backend,
+    );
+    parts.push(fwd(params, x));
+    x.dispose();
+  }
+  const { concat } = await import("../ops/api.ts");
+  const all = concat(parts, 0);
+  if (parts.length > 1) parts.forEach((p) => p.dispose());
+  fwd.dispose();
+  return all;
+}
+
+/** k-NN top-1 of a backbone on a dataset (features of the train split against the test split). */
+export async function evaluateKnn(
+  params: VitParams,
+  vc: VitConfig,
+  ds: Dataset,
+  cfg: PretrainConfig,
+  backend: Backend,
+  ks: number[],
+  testLimit?: number,
+): Promise<Record<number, number>> {
+  const train = await features(params, vc, ds, "train", cfg, backend);
+  const test = await features(params, vc, ds, "test", cfg, backend, testLimit);
+  const n = Math.min(ds.test.n, testLimit ?? ds.test.n);
+  const acc = await knnAccuracy(train, ds.train.labels, test, ds.test.labels.subarray(0, n), ds.numClasses, {
+    ks: ks.filter((k) => k <= ds.train.n),
+  });
+  train.dispose();
+  test.dispose();
+  return acc;
+}
+
+/** Runs (or resumes) a pretraining job. */
+export async function pretrain(cfg: PretrainConfig, ds: Dataset, opts: PretrainOptions): Promise<PretrainResult> {
+  const { backend, seed } = opts;
+  const vc = backboneConfig(cfg, ds);
+  const itersPerEpoch = stepsPerEpoch(ds.train.n, cfg.batchSize);
+  if (itersPerEpoch === 0) {
+    throw new RangeError(
+      `pretrain: ${ds.train.n} training images give no batch of ${cfg.batchSize}; lower --batch-size`,
+    );
+  }
+  const total = opts.steps ?? cfg.epochs * itersPerEpoch;
+  const logEvery = opts.logEvery ?? 10;
+  const checkpointEvery = opts.checkpointEvery ?? 200;
+  const ckptPath = opts.out ? `${opts.out}/checkpoint.safetensors` : null;
+  const metricsPath = opts.out ? `${opts.out}/metrics.jsonl` : null;
+  if (opts.out) await Deno.mkdir(opts.out, { recursive: true });
+
+  let state = initState(cfg, vc, random.key(seed, backend));
+  let startIteration = 0;
+  if (opts.resume) {
+    if (!ckptPath) throw new Error("--resume needs --out <dir> holding checkpoint.safetensors");
+    const loaded = await loadCheckpoint(ckptPath, state, backend);
+    tidy(() => treeMap((t: Tensor) => t.dispose(), state));
+    state = loaded.state;
+    startIteration = loaded.meta.iteration;
+    if (loaded.meta.preset !== cfg.name || loaded.meta.batchSize !== cfg.batchSize || loaded.meta.seed !== seed) {
+      throw new Error(
+        `checkpoint '${ckptPath}' was written by preset ${loaded.meta.preset}, batch ${loaded.meta.batchSize}, ` +
+          `seed ${loaded.meta.seed}; this run is ${cfg.name}, batch ${cfg.batchSize}, seed ${seed}`,
+      );
+    }
+  }
+
+  const gh = Math.floor(cfg.augment.globalCrops.size / vc.patchSize);
+  const step: Jitted<[State, { images: Tensor; masks: Tensor[] }, IbotHyper], { state: State; metrics: IbotMetrics }> =
+    jit(
+      ibotStep<VitParams, HeadParams>({
+        backbone: (p, images, o) => vit(p, images, { ...vc, returnAllTokens: true, ...o }),
+        head: (h, tokens) => head(h, tokens, { normLastLayer: cfg.head.normLastLayer }),
+        globalCrops: cfg.augment.globalCrops.number,
+        studentTemp: cfg.studentTemp,
+        clipGrad: cfg.clipGrad,
+        augment: (k, x) => multiCrop(k, x, cfg.augment),
+      }),
+      { donate: [0] },
+    );
+  const maskKey = hostKey(seed + 1);
+  const masksFor = (iteration: number, b: number) =>
+    sampleCropMasks(
+      hostFoldIn(maskKey, iteration),
+      b,
+      Array.from({ length: cfg.augment.globalCrops.number }, () => [gh, gh] as const),
+      { ...cfg.masking, epoch: Math.floor(iteration / itersPerEpoch) },
+      backend,
+    );
+
+  const knnKs = opts.knnKs ?? [10, 20, 100, 200];
+  let firstLoss = NaN;
+  let lastLoss = NaN;
+  let compileSeconds = 0;
+  const t0 = performance.now();
+  let tLast = t0;
+  let stepsSinceLog = 0;
+  let done = startIteration;
+  const loader = batches(ds, {
+    batchSize: cfg.batchSize,
+    seed,
+    start: { epoch: Math.floor(startIteration / itersPerEpoch), step: startIteration % itersPerEpoch },
+    upload: (b) => fromTyped(b.images, b.shape, "float32", backend),
+    dispose: (t) => t.dispose(),
+  });
+  const save = async (iteration: number) => {
+    if (!ckptPath) return;
+    await saveCheckpoint(ckptPath, state, { iteration, preset: cfg.name, batchSize: cfg.batchSize, seed, config: cfg });
+  };
+  try {
+    for await (const batch of loader) {
+      if (done >= total) break;
+      const it = batch.iteration;
+      const hp = hyperAt(cfg, it, itersPerEpoch, total);
+      const masks = masksFor(it, batch.shape[0]);
+      const tCall = performance.now();
+      const out = step(state, { images: batch.data, masks }, hp);
+      state = out.state;
+      batch.data.dispose();
+      masks.forEach((m) => m.dispose());
+      done = it + 1;
+      stepsSinceLog++;
+      const isLog = done % logEvery === 0 || done === total || done === startIteration + 1;
+      const epochEnd = done % itersPerEpoch === 0;
+      const isCkpt = ckptPath !== null && (done % checkpointEvery === 0 || epochEnd || done === total);
+      if (isLog || isCkpt) {
+        const m = out.metrics;
+        const [loss, cls, patch, ent, agree] = await Promise.all(
+          [m.loss, m.cls, m.patch, m.teacherEntropy, m.agreement].map((t) => t.item()),
+        );
+        if (done === startIteration + 1) compileSeconds = (performance.now() - tCall) / 1000;
+        if (!Number.isFinite(loss)) {
+          throw new NonFiniteLossError(
+            `the loss became non-finite (${loss}) at step ${done}` +
+              (ckptPath ? `; the last good checkpoint is ${ckptPath}` : ""),
+          );
+        }
+        if (Number.isNaN(firstLoss)) firstLoss = loss;
+        lastLoss = loss;
+        const now = performance.now();
+        const dt = (now - tLast) / 1000;
+        tLast = now;
+        const report: Progress = {
+          step: done,
+          totalSteps: total,
+          epoch: hp.epoch,
+          loss,
+          cls,
+          patch,
+          lr: hp.lr,
+          wd: hp.wd,
+          momentum: hp.momentum,
+          teacherTemp: hp.teacherTemp,
+          teacherEntropy: ent,
+          agreement: agree,
+          imagesPerSecond: (stepsSinceLog * cfg.batchSize) / dt,
+          etaSeconds: ((total - done) * dt) / stepsSinceLog,
+        };
+        stepsSinceLog = 0;
+        opts.onProgress?.(report);
+        if (metricsPath) await Deno.writeTextFile(metricsPath, JSON.stringify(report) + "\n", { append: true });
+        if (done === startIteration + 1) opts.onCompiled?.(compileSeconds, step.stats().plan);
+      }
+      Object.values(out.metrics).forEach((t) => t.dispose());
+      if (isCkpt) await save(done);
+      if (done >= total) break;
+    }
+  } finally {
+    await loader.return(undefined);
+  }
+  const steps = done - startIteration;
+  const secondsPerStep = steps > 1 ? ((performance.now() - t0) / 1000 - compileSeconds) / Math.max(steps - 1, 1) : NaN;
+  step.dispose();
+
+  const knn = await evaluateKnn(state.teacher.backbone, vc, ds, cfg, backend, knnKs, opts.knnTestLimit);
+  const rand = initState(cfg, vc, random.key(seed + 12345, backend));
+  const knnRandom = await evaluateKnn(rand.teacher.backbone, vc, ds, cfg, backend, knnKs, opts.knnTestLimit);
+  tidy(() => treeMap((t: Tensor) => t.dispose(), rand));
+  if (metricsPath) {
+    await Deno.writeTextFile(metricsPath, JSON.stringify({ step: done, knn, knnRandom }) + "\n", { append: true });
+  }
+  return { steps: done, lastLoss, firstLoss, knn, knnRandom, secondsPerStep, compileSeconds };
+}

@@ -169,8 +169,26 @@ export {
 export * as augment from "./train/augment.ts";
 /** Datasets (embedded shapes, Fashion-MNIST, image folders) and the prefetching, resumable batch loader. */
 export * as data from "./train/data/mod.ts";
-export { type IbotBatch, type IbotHyper, type IbotMetrics, type IbotState, ibotStep } from "./train/step.ts";
-export { hyperAt, PRESETS, type PretrainConfig } from "./train/presets.ts";
+export {
+  type IbotBatch,
+  type IbotHyper,
+  type IbotMetrics,
+  type IbotNetwork,
+  type IbotState,
+  ibotStep,
+  type IbotStepConfig,
+} from "./train/step.ts";
+export { type DataName, hyperAt, PRESETS, type PretrainConfig } from "./train/presets.ts";
+export type {
+  AugmentConfig,
+  BlurConfig,
+  ColorJitterConfig,
+  CropGroupConfig,
+  Interpolation,
+  SolarizeConfig,
+} from "./train/augment.ts";
+export type { MaskOptions } from "./train/masking.ts";
+export type { Dataset, Split } from "./train/data/dataset.ts";
 export {
   NonFiniteLossError,
   pretrain,

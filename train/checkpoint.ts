@@ -13,7 +13,9 @@ import { parseSafetensors, saveSafetensors } from "../models/safetensors.ts";
 
 /** Metadata stored with a checkpoint. `iteration` is the number of completed steps. */
 export interface CheckpointMeta {
+  /** Completed training steps when the checkpoint was written. */
   iteration: number;
+  /** Any further JSON-serialisable fields (epoch, preset, seed, config, ...). */
   [key: string]: unknown;
 }
 
@@ -32,6 +34,12 @@ export async function saveCheckpoint(path: string, state: unknown, meta: Checkpo
 /**
  * Loads a checkpoint into a state shaped like `template` (its structure, names, shapes and dtypes), on
  * `backend`. Throws one error naming the file and every missing, unexpected or mis-shaped entry.
+ *
+ * @example
+ * ```ts ignore
+ * const { state, meta } = await loadCheckpoint("out/checkpoint.safetensors", template, backend);
+ * console.log(meta.iteration);
+ * ```
  */
 export async function loadCheckpoint<T>(
   path: string,

@@ -6,6 +6,7 @@
 import type { VitConfigInput } from "../models/vit.ts";
 import { AUGMENT_PRESETS, type AugmentConfig } from "./augment.ts";
 import type { MaskOptions } from "./masking.ts";
+import type { IbotHyper } from "./step.ts";
 
 /** Which dataset a preset trains on by default. */
 export type DataName = "embedded" | "fmnist" | string;
@@ -30,14 +31,19 @@ export interface PretrainConfig {
   epochs: number;
   /** Base lr, scaled by batch/256 (the linear scaling rule). */
   lr: number;
+  /** Final lr at the end of the cosine decay. */
   minLr: number;
+  /** Epochs of linear lr warm-up from 0 to the scaled base lr. */
   warmupEpochs: number;
   /** Weight decay from `[0]` to `[1]` (cosine). */
   weightDecay: [number, number];
+  /** Per-parameter gradient-norm clip (0 disables). */
   clipGrad: number;
+  /** Epochs during which the head's last layer gets no update. */
   freezeLastLayerEpochs: number;
   /** Teacher momentum from `[0]` to `[1]` (cosine). */
   momentum: [number, number];
+  /** Student temperature (CLS and patch). */
   studentTemp: number;
   /**
    * Teacher temperature (CLS and patch) ramp from `start` to `end`: per epoch over `warmupEpochs` (official),
@@ -115,8 +121,24 @@ export const PRESETS: Readonly<Record<string, PretrainConfig>> = {
   },
 };
 
-/** The lr/wd/momentum/temperature/freeze values of iteration `it` of a run of `total` iterations. */
-export function hyperAt(cfg: PretrainConfig, it: number, itersPerEpoch: number, total: number) {
+/**
+ * The lr/wd/momentum/temperature/freeze values of iteration `it` of a run of `total` iterations (with
+ * `itersPerEpoch` steps per epoch), plus the epoch `it` falls in: the `hyper` argument of an `ibotStep` step.
+ *
+ * @example
+ * ```ts
+ * import { hyperAt, PRESETS } from "./mod.ts";
+ * const cfg = PRESETS["fmnist-tiny"];
+ * const hp = hyperAt(cfg, 0, 100, 1000);
+ * console.log(hp.lr, hp.freezeLastLayer, hp.epoch); // 0 1 0 (warm-up starts at lr 0)
+ * ```
+ */
+export function hyperAt(
+  cfg: PretrainConfig,
+  it: number,
+  itersPerEpoch: number,
+  total: number,
+): IbotHyper & { epoch: number } {
   const epoch = Math.floor(it / itersPerEpoch);
   const peak = (cfg.lr * cfg.batchSize) / 256;
   const warm = cfg.warmupEpochs * itersPerEpoch;

@@ -30,25 +30,41 @@ import { batches, stepsPerEpoch } from "./data/loader.ts";
 
 /** A progress report, every `logEvery` steps. */
 export interface Progress {
+  /** Completed steps (iterations), counting those before a resume. */
   step: number;
+  /** Steps the run will make in all. */
   totalSteps: number;
+  /** Epoch of the last step (0-based). */
   epoch: number;
+  /** Total loss of the last step. */
   loss: number;
+  /** CLS (DINO) loss term of the last step. */
   cls: number;
+  /** Masked-patch (MIM) loss term of the last step. */
   patch: number;
+  /** Learning rate of the last step. */
   lr: number;
+  /** Weight decay of the last step. */
   wd: number;
+  /** Teacher EMA momentum of the last step. */
   momentum: number;
+  /** Teacher temperature of the last step. */
   teacherTemp: number;
+  /** Mean entropy of the teacher's CLS distribution (collapse monitor: near 0 or near log K is bad). */
   teacherEntropy: number;
+  /** Fraction of images where teacher and student pick the same CLS prototype. */
   agreement: number;
+  /** Throughput since the previous report. */
   imagesPerSecond: number;
+  /** Estimated time to the end of the run, at the current throughput. */
   etaSeconds: number;
 }
 
 /** Options of a run. */
 export interface PretrainOptions {
+  /** Backend the whole run executes on (e.g. `webgpu()` or `cpu`). */
   backend: Backend;
+  /** Seed of every random choice (initialisation, batch order, masks, augmentation, drop path). */
   seed: number;
   /** Stop after this many steps (default: the preset's epochs). */
   steps?: number;
@@ -72,20 +88,40 @@ export interface PretrainOptions {
 
 /** Result of a run. */
 export interface PretrainResult {
+  /** Completed steps at the end of the run (including those before a resume). */
   steps: number;
+  /** Loss at the last logged step. */
   lastLoss: number;
+  /** Loss of the first step of this invocation (the first after a resume). */
   firstLoss: number;
   /** k-NN top-1 of the trained teacher and of a randomly initialised network, per k. */
   knn: Record<number, number>;
+  /** k-NN top-1 of a randomly initialised network (the baseline), per k. */
   knnRandom: Record<number, number>;
+  /** Mean wall time of a step, excluding the first (compiling) one; NaN with fewer than 2 steps. */
   secondsPerStep: number;
+  /** Wall time of the first step, which compiles the jitted step. */
   compileSeconds: number;
 }
 
 type State = IbotState<VitParams, HeadParams>;
 
-/** Thrown when the loss stops being finite. */
+/**
+ * Thrown by `pretrain` when the loss stops being finite; the message names the step and the last good
+ * checkpoint (which is left in place).
+ *
+ * @example
+ * ```ts ignore
+ * try {
+ *   await pretrain(cfg, ds, opts);
+ * } catch (e) {
+ *   if (e instanceof NonFiniteLossError) console.error(e.message);
+ *   else throw e;
+ * }
+ * ```
+ */
 export class NonFiniteLossError extends Error {
+  /** Always `"NonFiniteLossError"`. */
   override name = "NonFiniteLossError";
 }
 
@@ -170,7 +206,26 @@ export async function evaluateKnn(
   return acc;
 }
 
-/** Runs (or resumes) a pretraining job. */
+/**
+ * Runs (or resumes) a pretraining job: trains for `opts.steps` (default: the preset's epochs), reporting
+ * progress, writing `metrics.jsonl` and checkpoints under `opts.out`, then evaluates k-NN of the teacher and
+ * of a random network.
+ *
+ * @example
+ * ```ts ignore
+ * import { data, initBackend, PRESETS, pretrain } from "./mod.ts";
+ * const backend = await initBackend("auto");
+ * const ds = data.embeddedDataset();
+ * const result = await pretrain(PRESETS["embedded-small"], ds, {
+ *   backend,
+ *   seed: 0,
+ *   steps: 100,
+ *   out: "runs/embedded",
+ *   onProgress: (p) => console.log(p.step, p.loss),
+ * });
+ * console.log(result.knn);
+ * ```
+ */
 export async function pretrain(cfg: PretrainConfig, ds: Dataset, opts: PretrainOptions): Promise<PretrainResult> {
   const { backend, seed } = opts;
   const vc = backboneConfig(cfg, ds);

@@ -18,12 +18,15 @@ import { type AdamWState, adamwUpdate, clipGradsPerParam } from "./optim.ts";
 
 /** A backbone + head pair of parameter trees (the official `backbone.*` / `head.*` names). */
 export interface IbotNetwork<B = unknown, H = unknown> {
+  /** Backbone parameters (e.g. `VitParams`). */
   backbone: B;
+  /** Projection-head parameters (e.g. `HeadParams`). */
   head: H;
 }
 
 /** The whole training state: everything a step reads and writes. */
 export interface IbotState<B = unknown, H = unknown> {
+  /** The student network, trained by AdamW. */
   student: IbotNetwork<B, H>;
   /** The EMA teacher (same structure, minus student-only leaves such as `masked_embed`). */
   teacher: IbotNetwork<B, H>;
@@ -39,11 +42,15 @@ export interface IbotState<B = unknown, H = unknown> {
 
 /** Per-iteration hyperparameters: numbers (jit scalar inputs). */
 export interface IbotHyper {
+  /** AdamW learning rate. */
   lr: number;
+  /** AdamW weight decay (decoupled; biases and 1-D parameters are not decayed). */
   wd: number;
   /** Teacher EMA momentum. */
   momentum: number;
+  /** Teacher temperature of the CLS distribution. */
   teacherTemp: number;
+  /** Teacher temperature of the patch distributions. */
   teacherPatchTemp: number;
   /** 1 while the last layer is frozen, else 0. */
   freezeLastLayer: number;
@@ -71,8 +78,9 @@ export interface IbotStepConfig<B, H> {
   studentTemp?: number;
   /** Per-parameter gradient clip (3.0; 0 disables). */
   clipGrad?: number;
-  /** Loss weights. */
+  /** Weight of the CLS (DINO) loss term (1.0). */
   lambda1?: number;
+  /** Weight of the masked-patch (MIM) loss term (1.0). */
   lambda2?: number;
   /** On-device multi-crop augmentation of raw images (globals first). */
   augment?: (key: Tensor, images: Tensor) => Tensor[];
@@ -80,8 +88,11 @@ export interface IbotStepConfig<B, H> {
 
 /** Scalars reported by a step (tensors; read them back only when logging). */
 export interface IbotMetrics {
+  /** Total loss `cls + patch` (what is differentiated). */
   loss: Tensor;
+  /** CLS (DINO) cross-entropy term, weighted by `lambda1`. */
   cls: Tensor;
+  /** Masked-patch (MIM) cross-entropy term, weighted by `lambda2`. */
   patch: Tensor;
   /** Mean entropy of the teacher's centred, sharpened CLS distribution. */
   teacherEntropy: Tensor;
@@ -105,7 +116,9 @@ function views(x: Tensor, n: number): Tensor[] {
  * const { state: next, metrics } = step(state, batch, hyper);
  * ```
  */
-export function ibotStep<B, H>(cfg: IbotStepConfig<B, H>) {
+export function ibotStep<B, H>(
+  cfg: IbotStepConfig<B, H>,
+): (state: IbotState<B, H>, batch: IbotBatch, hp: IbotHyper) => { state: IbotState<B, H>; metrics: IbotMetrics } {
   const studentTemp = cfg.studentTemp ?? 0.1;
   const clip = cfg.clipGrad ?? 3.0;
   const ng = cfg.globalCrops;

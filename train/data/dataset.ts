@@ -7,8 +7,11 @@
 
 /** One split: `n` images `[n, C, size, size]` (row-major, values in [0, 1]) and their labels. */
 export interface Split {
+  /** All images, `[n, C, size, size]` row-major, values in [0, 1]. */
   images: Float32Array;
+  /** One class index per image, in `[0, numClasses)`. */
   labels: Int32Array;
+  /** Number of images. */
   n: number;
 }
 
@@ -23,14 +26,19 @@ export interface Split {
  * ```
  */
 export interface Dataset {
+  /** Short identifier (e.g. `fashion-mnist`, `embedded-shapes-32`, an image folder's name). */
   name: string;
+  /** Number of classes; labels lie in `[0, numClasses)`. */
   numClasses: number;
+  /** Channels per image (1 or 3). */
   channels: number;
   /** Side of the square images in pixels. */
   size: number;
   /** Human-readable class names (index = label), when known. */
   classNames?: readonly string[];
+  /** Training split (pretraining and the k-NN memory bank). */
   train: Split;
+  /** Test split (k-NN queries). */
   test: Split;
 }
 

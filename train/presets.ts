@@ -59,8 +59,8 @@ export const PRESETS: Readonly<Record<string, PretrainConfig>> = {
   "embedded-small": {
     name: "embedded-small",
     data: "embedded",
-    backbone: { imgSize: 32, patchSize: 4, inChans: 3, embedDim: 96, depth: 4, numHeads: 3, mlpRatio: 2 },
-    head: { hiddenDim: 256, bottleneckDim: 64, outDim: 512, normLastLayer: true },
+    backbone: { imgSize: 32, patchSize: 8, inChans: 3, embedDim: 64, depth: 4, numHeads: 2, mlpRatio: 2 },
+    head: { hiddenDim: 128, bottleneckDim: 64, outDim: 256, normLastLayer: true },
     augment: {
       ...AUGMENT_PRESETS["embedded-small"],
       localCrops: { number: 4, size: 16, scale: [0.05, 0.25] },

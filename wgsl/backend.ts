@@ -22,6 +22,8 @@ export interface GpuBuf {
 const USAGE = GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST;
 const MAX_DISPATCHES_PER_SUBMIT = 4096;
 const MAX_WORKGROUPS_X = 65535;
+/** Timestamps per query set (the WebGPU maximum count of a query set). */
+export const QUERIES_PER_SET = 4096;
 /** Free buffers kept per size bucket. */
 const MAX_POOLED_PER_BUCKET = 1024;
 
@@ -194,8 +196,11 @@ export class WebGpuBackend implements Backend {
       this.endPass();
       this.encoder ??= this.device.createCommandEncoder();
       const q = this.profiling;
+      // Query sets hold at most 4096 timestamps: dispatch i uses set floor(2i / 4096).
+      const set = q.sets[Math.floor(q.next / QUERIES_PER_SET)];
+      const at = q.next % QUERIES_PER_SET;
       const pass = this.encoder.beginComputePass({
-        timestampWrites: { querySet: q.set, beginningOfPassWriteIndex: q.next, endOfPassWriteIndex: q.next + 1 },
+        timestampWrites: { querySet: set, beginningOfPassWriteIndex: at, endOfPassWriteIndex: at + 1 },
       });
       q.next += 2;
       pass.setPipeline(pipeline);
@@ -216,12 +221,15 @@ export class WebGpuBackend implements Backend {
     if (++this.pending >= MAX_DISPATCHES_PER_SUBMIT) this.flush();
   }
 
-  private profiling: { set: GPUQuerySet; next: number } | null = null;
+  private profiling: { sets: GPUQuerySet[]; next: number } | null = null;
 
-  /** Debug: time every following dispatch with timestamps into `set` (two queries each) until `endProfile`. */
-  beginProfile(set: GPUQuerySet): void {
+  /**
+   * Debug: time every following dispatch with two timestamps until `endProfile`; dispatch i writes queries
+   * 2i and 2i+1 of the concatenated `sets` (each of `QUERIES_PER_SET`).
+   */
+  beginProfile(sets: GPUQuerySet[]): void {
     this.flush();
-    this.profiling = { set, next: 0 };
+    this.profiling = { sets, next: 0 };
   }
 
   /** Ends profiling and submits. */

@@ -14,7 +14,7 @@ import type { Aval } from "../ops/prim.ts";
 import type { KernelSource } from "../ops/rule.ts";
 import { RULES } from "../ops/table.ts";
 import { broadcastStrides, size } from "../ops/shape.ts";
-import { type GpuBuf, gpuBytes, lower, type WebGpuBackend } from "./backend.ts";
+import { type GpuBuf, gpuBytes, lower, QUERIES_PER_SET, type WebGpuBackend } from "./backend.ts";
 import { offsetOf, perThreadKernel, WG } from "./codegen.ts";
 import { type ElementSource, reduceKernel } from "./reduce.ts";
 import { wgslType } from "./types.ts";
@@ -42,6 +42,8 @@ export interface KernelTiming {
   shape: string;
   /** Milliseconds between the timestamps around the dispatch. */
   ms: number;
+  /** The kernel's WGSL source. */
+  code: string;
 }
 
 /** Statistics of a compiled plan. */
@@ -387,33 +389,41 @@ export function compileWebGpu(
         throw new Error("profile: the adapter has no timestamp-query");
       }
       const n = kernels.length;
-      const querySet = backend.device.createQuerySet({ type: "timestamp", count: 2 * n });
+      const sets = Array.from(
+        { length: Math.ceil((2 * n) / QUERIES_PER_SET) },
+        () => backend.device.createQuerySet({ type: "timestamp", count: QUERIES_PER_SET }),
+      );
+      const bytes = 8 * QUERIES_PER_SET * sets.length;
       const resolve = backend.device.createBuffer({
-        size: 16 * n,
+        size: bytes,
         usage: GPUBufferUsage.QUERY_RESOLVE | GPUBufferUsage.COPY_SRC,
       });
       const read = backend.device.createBuffer({
-        size: 16 * n,
+        size: bytes,
         usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST,
       });
-      backend.beginProfile(querySet);
+      backend.beginProfile(sets);
       const outs = this.run(args);
       backend.endProfile();
       const enc = backend.device.createCommandEncoder();
-      enc.resolveQuerySet(querySet, 0, 2 * n, resolve, 0);
-      enc.copyBufferToBuffer(resolve, 0, read, 0, 16 * n);
+      sets.forEach((set, i) => {
+        const count = Math.min(QUERIES_PER_SET, 2 * n - i * QUERIES_PER_SET);
+        enc.resolveQuerySet(set, 0, count, resolve, 8 * QUERIES_PER_SET * i);
+      });
+      enc.copyBufferToBuffer(resolve, 0, read, 0, bytes);
       backend.device.queue.submit([enc.finish()]);
       await read.mapAsync(GPUMapMode.READ);
       const ts = new BigUint64Array(read.getMappedRange().slice(0));
       read.unmap();
       for (const b of [resolve, read]) b.destroy();
-      querySet.destroy();
+      sets.forEach((set) => set.destroy());
       for (const r of outs) if (--r.refs === 0) backend.release(r.handle);
       return kernels.map((st, k) => ({
         prim: st.eqns[st.eqns.length - 1].prim,
         fused: st.eqns.length,
         shape: graph.avals[st.out].shape.join("x"),
         ms: Number(ts[2 * k + 1] - ts[2 * k]) / 1e6,
+        code: st.kernel!.code,
       }));
     },
     dispose() {

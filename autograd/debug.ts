@@ -9,7 +9,21 @@ import { isFloat } from "../ops/dtype.ts";
 import { fmt } from "../ops/shape.ts";
 import type { WebGpuBackend } from "../wgsl/backend.ts";
 
-/** Thrown when an op produced a non-finite value; names the op and its output. */
+/**
+ * Thrown when an op produced a non-finite value; names the op and its output.
+ *
+ * @example
+ * ```ts
+ * import { enableFiniteCheck, NonFiniteError, tensor } from "./mod.ts";
+ * enableFiniteCheck(true);
+ * try {
+ *   tensor([-1]).log(); // on the cpu backend the check throws here
+ * } catch (e) {
+ *   console.log(e instanceof NonFiniteError); // true
+ * }
+ * enableFiniteCheck(false);
+ * ```
+ */
 export class NonFiniteError extends Error {
   /** The error's name. */
   override name = "NonFiniteError";
@@ -29,8 +43,13 @@ function describe(prim: string, t: Tensor, index: number): string {
  * ```ts
  * import { assertFinite, enableFiniteCheck, tensor } from "./mod.ts";
  * enableFiniteCheck(true);
- * tensor([-1]).log(); // on the cpu backend this throws NonFiniteError naming 'log'
- * await assertFinite();
+ * try {
+ *   tensor([-1]).log(); // on the cpu backend this throws NonFiniteError naming 'log'
+ *   await assertFinite(); // on WebGPU the first non-finite op is reported here
+ * } catch (e) {
+ *   console.error((e as Error).message); // op #0 'log' produced a non-finite value (output float32[1])
+ * }
+ * enableFiniteCheck(false);
  * ```
  */
 export function enableFiniteCheck(on = true): void {
@@ -54,7 +73,18 @@ export function enableFiniteCheck(on = true): void {
   });
 }
 
-/** Throws `NonFiniteError` naming the first checked op whose output was not finite (WebGPU: one readback). */
+/**
+ * Throws `NonFiniteError` naming the first checked op whose output was not finite (WebGPU: one readback).
+ *
+ * @example
+ * ```ts
+ * import { assertFinite, enableFiniteCheck, tensor } from "./mod.ts";
+ * enableFiniteCheck(true);
+ * tensor([4]).sqrt();
+ * await assertFinite(); // resolves: every checked output was finite
+ * enableFiniteCheck(false);
+ * ```
+ */
 export async function assertFinite(): Promise<void> {
   if (!gpuSeen) return;
   const first = await gpuSeen.readNonFiniteFlag();

@@ -170,7 +170,21 @@ export function tidy<R>(fn: () => R): R {
   return result;
 }
 
-/** Keeps `t` alive past the enclosing scopes (the caller then owns it). */
+/**
+ * Keeps `t` alive past the enclosing scopes (the caller then owns it).
+ *
+ * @example
+ * ```ts
+ * import { keep, type Tensor, tensor, tidy } from "./mod.ts";
+ * const cache: Tensor[] = [];
+ * const y = tidy(() => {
+ *   const x = tensor([1, 2]).mul(3);
+ *   cache.push(keep(x)); // survives the scope although only x + 1 is returned
+ *   return x.add(1);
+ * });
+ * console.log(await cache[0].toArray(), await y.toArray()); // [3, 6] [4, 7]
+ * ```
+ */
 export function keep<T extends Tensor>(t: T): T {
   for (const s of scopes) s.delete(t);
   return t;

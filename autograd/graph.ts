@@ -43,7 +43,26 @@ function name(id: number): string {
   return s;
 }
 
-/** Renders a graph as text, one equation per line. */
+/**
+ * Renders a graph as text, one equation per line.
+ *
+ * @example
+ * ```ts
+ * import { type Graph, printGraph } from "./mod.ts";
+ * // Usually reached through `jit(f).graph(...args)`, which prints the traced graph.
+ * const g: Graph = {
+ *   avals: [{ shape: [2], dtype: "float32" }, { shape: [2], dtype: "float32" }],
+ *   inputs: [0],
+ *   consts: [],
+ *   eqns: [{ prim: "exp", inputs: [0], params: {}, out: 1 }],
+ *   outputs: [1],
+ * };
+ * console.log(printGraph(g));
+ * // { lambda  ; a:f32[2] .
+ * //     b:f32[2] = exp a
+ * //   in (b) }
+ * ```
+ */
 export function printGraph(g: Graph): string {
   const v = (id: number) => `${name(id)}:${SHORT[g.avals[id].dtype]}[${g.avals[id].shape}]`;
   const params = (p: object) => {

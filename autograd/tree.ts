@@ -20,7 +20,17 @@ function isPlainObject(x: unknown): x is Record<string, unknown> {
   return proto === Object.prototype || proto === null;
 }
 
-/** Splits a tree into its leaves (in order) and its structure. */
+/**
+ * Splits a tree into its leaves (in order) and its structure.
+ *
+ * @example
+ * ```ts
+ * import { tensor, tree } from "./mod.ts";
+ * const { leaves, def } = tree.flatten({ w: tensor([1]), b: [tensor([2]), tensor([3])] });
+ * console.log(leaves.length); // 3
+ * const rebuilt = tree.unflatten(def, leaves); // the same structure again
+ * ```
+ */
 export function flatten<L = Tensor>(t: unknown): { leaves: L[]; def: TreeDef } {
   const leaves: L[] = [];
   const walk = (x: unknown): TreeDef => {
@@ -36,7 +46,16 @@ export function flatten<L = Tensor>(t: unknown): { leaves: L[]; def: TreeDef } {
   return { leaves, def };
 }
 
-/** Rebuilds a tree of structure `def` from leaves in flatten order. */
+/**
+ * Rebuilds a tree of structure `def` from leaves in flatten order.
+ *
+ * @example
+ * ```ts
+ * import { tree } from "./mod.ts";
+ * const { def } = tree.flatten({ a: 0, b: [0, 0] });
+ * console.log(tree.unflatten(def, [1, 2, 3])); // { a: 1, b: [2, 3] }
+ * ```
+ */
 export function unflatten<T = unknown>(def: TreeDef, leaves: readonly unknown[]): T {
   let i = 0;
   const build = (d: TreeDef): unknown => {
@@ -64,7 +83,16 @@ export function leaves<L = Tensor>(t: unknown): L[] {
   return flatten<L>(t).leaves;
 }
 
-/** `[dottedPath, leaf]` pairs, e.g. `blocks.0.attn.qkv.weight`. */
+/**
+ * `[dottedPath, leaf]` pairs, e.g. `blocks.0.attn.qkv.weight`.
+ *
+ * @example
+ * ```ts
+ * import { tensor, tree } from "./mod.ts";
+ * console.log(tree.paths({ blocks: [{ w: tensor([1]) }], norm: { b: tensor([0]) } }).map(([p]) => p));
+ * // ["blocks.0.w", "norm.b"]
+ * ```
+ */
 export function paths<L = Tensor>(t: unknown, prefix = ""): [string, L][] {
   const out: [string, L][] = [];
   const walk = (x: unknown, p: string) => {
@@ -76,7 +104,15 @@ export function paths<L = Tensor>(t: unknown, prefix = ""): [string, L][] {
   return out;
 }
 
-/** Builds a nested tree from `[dottedPath, leaf]` pairs (numeric segments become array indices). */
+/**
+ * Builds a nested tree from `[dottedPath, leaf]` pairs (numeric segments become array indices).
+ *
+ * @example
+ * ```ts
+ * import { tree } from "./mod.ts";
+ * console.log(tree.fromPaths([["blocks.0.w", 1], ["norm.b", 2]])); // { blocks: [{ w: 1 }], norm: { b: 2 } }
+ * ```
+ */
 export function fromPaths<L = Tensor>(entries: Iterable<readonly [string, L]>): Tree<L> {
   const root: Record<string, unknown> = {};
   for (const [path, leaf] of entries) {
@@ -97,7 +133,15 @@ export function fromPaths<L = Tensor>(entries: Iterable<readonly [string, L]>): 
   return arrayify(root) as Tree<L>;
 }
 
-/** True when two structures are identical. */
+/**
+ * True when two structures are identical.
+ *
+ * @example
+ * ```ts
+ * import { tree } from "./mod.ts";
+ * console.log(tree.sameStructure(tree.flatten({ a: 1 }).def, tree.flatten({ a: 2 }).def)); // true
+ * ```
+ */
 export function sameStructure(a: TreeDef, b: TreeDef): boolean {
   return JSON.stringify(a) === JSON.stringify(b);
 }

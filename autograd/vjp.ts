@@ -113,8 +113,8 @@ export type Pullback = (ct: unknown) => unknown[];
  *
  * @example
  * ```ts
- * import { vjp, tensor } from "./mod.ts";
- * const [y, pullback] = vjp((x) => x.mul(x), tensor([3]));
+ * import { type Tensor, tensor, vjp } from "./mod.ts";
+ * const [y, pullback] = vjp((x: Tensor) => x.mul(x), tensor([3]));
  * const [dx] = pullback(tensor([1])); // [6]
  * ```
  */

@@ -38,7 +38,7 @@ export interface CheckpointFile {
  * Reads a `.pth` (zip + pickle) or `.safetensors` file, told apart by their first bytes.
  *
  * @example
- * ```ts
+ * ```ts ignore
  * import { readCheckpoint, stateDict } from "./mod.ts";
  * const ckpt = await readCheckpoint("checkpoint.pth");
  * const teacher = stateDict(ckpt.tensors, "teacher");
@@ -117,7 +117,7 @@ function convert(data: ArrayLike<number>, dtype: DType): HostArray {
  * parameters: they are checked, then dropped.
  *
  * @example
- * ```ts
+ * ```ts ignore
  * import { loadIntoModel, readCheckpoint, stateDict, swinSpec, swinTiny } from "./mod.ts";
  * const ckpt = await readCheckpoint("checkpoint.pth");
  * const backbone = await loadIntoModel(swinSpec(swinTiny(7, { maskedEmbed: false })),
@@ -213,6 +213,12 @@ export async function loadIntoModel<T = unknown>(
 
 /**
  * Turns `[name, shape]` pairs (e.g. `vitParamShapes(config)`) into a tree of `ParamSpec`s for `loadIntoModel`.
+ *
+ * @example
+ * ```ts
+ * import { specFromShapes, vitParamShapes } from "./mod.ts";
+ * const spec = specFromShapes(vitParamShapes({ arch: "vit_tiny", depth: 1 })); // a ParamSpec tree for loadIntoModel
+ * ```
  */
 export function specFromShapes(
   shapes: Iterable<readonly [string, readonly number[]]>,
@@ -261,6 +267,12 @@ export function exportTeacherBackbone(teacher: unknown, opts: ExportOptions = {}
 /**
  * Writes the teacher backbone as safetensors under the `checkpoint_teacher.pth` state-dict names (no prefix),
  * with metadata `{ format: "ibot checkpoint_teacher state_dict" }`.
+ *
+ * @example
+ * ```ts ignore
+ * import { saveTeacherBackbone } from "./mod.ts";
+ * await saveTeacherBackbone(state.teacher, "out/checkpoint_teacher.safetensors", { epoch: "100" });
+ * ```
  */
 export async function saveTeacherBackbone(
   teacher: unknown,

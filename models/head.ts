@@ -91,6 +91,12 @@ export function initHead(key: Tensor, config: HeadConfig, opts: InitHeadOptions 
 /**
  * The official head state-dict keys (without `head.`) and shapes, in order: `mlp.{0,2,4}.{weight,bias}` (or
  * `mlp.{weight,bias}` for one layer), `last_layer.weight_g` [K, 1], `last_layer.weight_v` [K, bottleneck].
+ *
+ * @example
+ * ```ts
+ * import { headParamShapes } from "./mod.ts";
+ * console.log(headParamShapes({ inDim: 192, outDim: 1024 }).at(-1)); // ["last_layer.weight_v", [1024, 256]]
+ * ```
  */
 export function headParamShapes(config: HeadConfig): [string, number[]][] {
   const { inDim, outDim, hiddenDim = 2048, bottleneckDim = 256, nlayers = 3 } = config;
@@ -127,7 +133,16 @@ function mlpLayers(mlp: HeadParams["mlp"]): HeadLinear[] {
   return Object.keys(mlp).sort((a, b) => Number(a) - Number(b)).map((k) => mlp[k]);
 }
 
-/** The effective last-layer weight `W = g * v / ||v||_row` (PyTorch `weight_norm`, dim 0; no epsilon). */
+/**
+ * The effective last-layer weight `W = g * v / ||v||_row` (PyTorch `weight_norm`, dim 0; no epsilon).
+ *
+ * @example
+ * ```ts
+ * import { initHead, random, weightNormWeight } from "./mod.ts";
+ * const h = initHead(random.key(0), { inDim: 8, outDim: 16, hiddenDim: 32, bottleneckDim: 4 });
+ * console.log(weightNormWeight(h.last_layer).shape); // [16, 4]
+ * ```
+ */
 export function weightNormWeight(last: HeadParams["last_layer"], normLastLayer = true): Tensor {
   const g = normLastLayer ? api.stopGradient(last.weight_g) : last.weight_g;
   const v = last.weight_v;

@@ -13,7 +13,15 @@ import { unzipSync } from "npm:fflate@0.8.3";
 import type { HostTensor } from "./safetensors.ts";
 import type { DType } from "../ops/dtype.ts";
 
-/** A Python global (a class or function) referenced by the pickle. */
+/**
+ * A Python global (a class or function) referenced by the pickle.
+ *
+ * @example
+ * ```ts
+ * import { PyGlobal } from "./mod.ts";
+ * console.log(String(new PyGlobal("argparse", "Namespace"))); // argparse.Namespace
+ * ```
+ */
 export class PyGlobal {
   /** A reference to `module.name`. */
   constructor(readonly module: string, readonly name: string) {}
@@ -23,7 +31,16 @@ export class PyGlobal {
   }
 }
 
-/** An opaque Python object: its class, constructor arguments, `__setstate__` state and dict/list items. */
+/**
+ * An opaque Python object: its class, constructor arguments, `__setstate__` state and dict/list items.
+ *
+ * @example
+ * ```ts
+ * import { PyGlobal, PyObject } from "./mod.ts";
+ * const args = new PyObject(new PyGlobal("argparse", "Namespace"), []);
+ * console.log(args.typeName); // argparse.Namespace
+ * ```
+ */
 export class PyObject {
   /** The state passed by BUILD (`__setstate__`), e.g. a Namespace's attributes. */
   state: unknown = undefined;
@@ -51,7 +68,16 @@ export interface StorageRef {
   readonly numel: number;
 }
 
-/** A tensor as described by the pickle (a view of a storage). */
+/**
+ * A tensor as described by the pickle (a view of a storage).
+ *
+ * @example
+ * ```ts
+ * import { TorchTensor } from "./mod.ts";
+ * const t = new TorchTensor({ kind: "storage", type: "FloatStorage", key: "0", numel: 6 }, 0, [2, 3], [3, 1]);
+ * console.log(t.storageType, t.shape); // FloatStorage [2, 3]
+ * ```
+ */
 export class TorchTensor {
   /** A view of `storage`: element offset, sizes and strides (in elements). */
   constructor(
@@ -204,7 +230,16 @@ function call(fn: unknown, args: unknown[], file: string): unknown {
   return new PyObject(fn, args);
 }
 
-/** Unpickles `bytes`; persistent ids go through `persistentLoad`. */
+/**
+ * Unpickles `bytes`; persistent ids go through `persistentLoad`.
+ *
+ * @example
+ * ```ts
+ * import { unpickle } from "./mod.ts";
+ * // pickle.dumps(1, protocol=2)
+ * console.log(unpickle(new Uint8Array([0x80, 2, 0x4b, 1, 0x2e]), () => null)); // 1
+ * ```
+ */
 export function unpickle(bytes: Uint8Array, persistentLoad: (pid: unknown) => unknown, file = "<pickle>"): unknown {
   const r = new Reader(bytes, file);
   const stack: unknown[] = [];
@@ -620,7 +655,16 @@ export function isZip(bytes: Uint8Array): boolean {
   return bytes.length >= 4 && bytes[0] === 0x50 && bytes[1] === 0x4b && bytes[2] === 0x03 && bytes[3] === 0x04;
 }
 
-/** Parses the bytes of a `.pth` file; `file` names it in errors. */
+/**
+ * Parses the bytes of a `.pth` file; `file` names it in errors.
+ *
+ * @example
+ * ```ts ignore
+ * import { parsePth } from "./mod.ts";
+ * const pth = parsePth(await Deno.readFile("checkpoint.pth"), "checkpoint.pth");
+ * console.log(pth.tensors.size, [...pth.skipped.keys()]);
+ * ```
+ */
 export function parsePth(bytes: Uint8Array, file = "<pth>"): PthFile {
   if (!isZip(bytes)) {
     throw new Error(
@@ -690,7 +734,7 @@ export function parsePth(bytes: Uint8Array, file = "<pth>"): PthFile {
  * objects.
  *
  * @example
- * ```ts
+ * ```ts ignore
  * import { loadPth, stateDict } from "./mod.ts";
  * const ckpt = await loadPth("checkpoint.pth");
  * const teacher = stateDict(ckpt.tensors, "teacher"); // backbone.*, head.* (a leading `module.` removed)
@@ -709,6 +753,13 @@ export async function loadPth(path: string): Promise<PthFile> {
 /**
  * The entries under `key.` (e.g. `teacher`, `student`, `state_dict`), with that prefix and then a leading
  * `module.` (DistributedDataParallel) removed. An empty key strips only `module.`.
+ *
+ * @example
+ * ```ts
+ * import { stateDict } from "./mod.ts";
+ * const named = new Map([["teacher.module.backbone.cls_token", 1], ["student.backbone.cls_token", 2]]);
+ * console.log(stateDict(named, "teacher")); // Map { "backbone.cls_token" => 1 }
+ * ```
  */
 export function stateDict<T>(named: ReadonlyMap<string, T>, key: string): Map<string, T> {
   const prefix = key ? `${key}.` : "";

@@ -94,7 +94,16 @@ function decode(dtype: string, shape: number[], bytes: Uint8Array, name: string,
   throw new TypeError(`${file}: tensor '${name}' has unsupported dtype ${dtype}`);
 }
 
-/** Parses safetensors bytes; `file` names the source in errors. */
+/**
+ * Parses safetensors bytes; `file` names the source in errors.
+ *
+ * @example
+ * ```ts ignore
+ * import { parseSafetensors } from "./mod.ts";
+ * const file = parseSafetensors(await Deno.readFile("model.safetensors"), "model.safetensors");
+ * for (const [name, t] of file.tensors) console.log(name, t.dtype, t.shape);
+ * ```
+ */
 export function parseSafetensors(bytes: Uint8Array, file = "<bytes>"): SafetensorsFile {
   if (bytes.byteLength < 8) throw new Error(`${file}: not a safetensors file (shorter than 8 bytes)`);
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
@@ -136,7 +145,18 @@ export function parseSafetensors(bytes: Uint8Array, file = "<bytes>"): Safetenso
 
 const CODE: Record<DType, string> = { float32: "F32", float64: "F64", int32: "I32", uint32: "U32", bool: "BOOL" };
 
-/** Encodes named host tensors (in the given order) and string metadata as safetensors bytes. */
+/**
+ * Encodes named host tensors (in the given order) and string metadata as safetensors bytes.
+ *
+ * @example
+ * ```ts
+ * import { encodeSafetensors, parseSafetensors } from "./mod.ts";
+ * const bytes = encodeSafetensors([["w", { dtype: "float32", shape: [2], data: new Float32Array([1, 2]) }]], {
+ *   note: "demo",
+ * });
+ * console.log(parseSafetensors(bytes).metadata); // { note: "demo" }
+ * ```
+ */
 export function encodeSafetensors(
   entries: Iterable<[string, HostTensor]>,
   metadata: Record<string, string> = {},

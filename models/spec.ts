@@ -6,7 +6,16 @@
  */
 import type { DType } from "../ops/dtype.ts";
 
-/** Shape and dtype of a parameter, as a pytree leaf. */
+/**
+ * Shape and dtype of a parameter, as a pytree leaf.
+ *
+ * @example
+ * ```ts
+ * import { ParamSpec } from "./mod.ts";
+ * const spec = new ParamSpec([96, 3, 4, 4]);
+ * console.log(spec.size, String(spec)); // 4608 float32[96,3,4,4]
+ * ```
+ */
 export class ParamSpec {
   /** Dimensions. */
   readonly shape: readonly number[];

@@ -76,7 +76,16 @@ export function swinTiny(windowSize: 7 | 14 = 7, overrides: Partial<SwinConfig> 
   };
 }
 
-/** A small config for tests: 32 px images, patch 4 (8x8 grid), C 16, two stages of 2 blocks, window 4. */
+/**
+ * A small config for tests: 32 px images, patch 4 (8x8 grid), C 16, two stages of 2 blocks, window 4.
+ *
+ * @example
+ * ```ts
+ * import { swinOutDim, swinTest } from "./mod.ts";
+ * const config = swinTest({ depths: [2], numHeads: [2] }); // a single stage
+ * console.log(swinOutDim(config)); // 16
+ * ```
+ */
 export function swinTest(overrides: Partial<SwinConfig> = {}): SwinConfig {
   return {
     imgSize: 32,
@@ -112,7 +121,15 @@ export interface SwinStage {
   downsample: boolean;
 }
 
-/** The per-stage layout of a config, by the official construction rules (spec §2.3). */
+/**
+ * The per-stage layout of a config, by the official construction rules (spec §2.3).
+ *
+ * @example
+ * ```ts
+ * import { swinLayout, swinTest } from "./mod.ts";
+ * console.log(swinLayout(swinTest()).map((s) => [s.dim, s.shifts])); // [[16, [0, 2]], [32, [0, 0]]]
+ * ```
+ */
 export function swinLayout(config: SwinConfig): SwinStage[] {
   const { depths, numHeads } = config;
   if (depths.length !== numHeads.length || depths.length === 0) {
@@ -278,6 +295,13 @@ export function initSwin(key: Tensor, config: SwinConfig, opts: InitOptions = {}
 /**
  * The parameter tree of a config with `ParamSpec` leaves (shape and dtype, no data): what `loadIntoModel`
  * needs to load a checkpoint without initialising the model.
+ *
+ * @example
+ * ```ts
+ * import { swinSpec, swinTest, tree } from "./mod.ts";
+ * const [name, spec] = tree.paths(swinSpec(swinTest()))[0];
+ * console.log(name, String(spec)); // patch_embed.proj.weight float32[16,3,4,4]
+ * ```
  */
 export function swinSpec(config: SwinConfig, dtype: DType = "float32"): SwinParams<ParamSpec> {
   return buildSwin(config, (_kind, shape) => new ParamSpec(shape, dtype));
@@ -291,6 +315,12 @@ const indexCache = new Map<number, Int32Array>();
 /**
  * The official `relative_position_index` of a `ws x ws` window, `[ws², ws²]` row-major:
  * `(ya − yb + ws − 1)·(2ws − 1) + (xa − xb + ws − 1)` for query token a and key token b.
+ *
+ * @example
+ * ```ts
+ * import { relativePositionIndex } from "./mod.ts";
+ * console.log(relativePositionIndex(2).slice(0, 4)); // Int32Array [4, 3, 1, 0] (16 entries in all)
+ * ```
  */
 export function relativePositionIndex(ws: number): Int32Array {
   let idx = indexCache.get(ws);
@@ -311,6 +341,12 @@ export function relativePositionIndex(ws: number): Int32Array {
 /**
  * The shifted-window attention mask `[nW, ws², ws²]` (0 within a region, −100 across regions) of a padded
  * `hp x wp` map, windows row-major over the window grid (spec §2.3).
+ *
+ * @example
+ * ```ts
+ * import { shiftAttnMask } from "./mod.ts";
+ * console.log(shiftAttnMask(8, 8, 4, 2).length); // 4 windows · 16 · 16 = 1024
+ * ```
  */
 export function shiftAttnMask(hp: number, wp: number, ws: number, shift: number): Float32Array {
   const label = (i: number, n: number) => (i < n - ws ? 0 : i < n - shift ? 1 : 2);
@@ -356,14 +392,31 @@ export function roll(x: Tensor, shift: number, axis: number): Tensor {
   return api.concat([at(n - s, n), at(0, n - s)], ax);
 }
 
-/** `[B, H, W, C]` → `[B·nW, ws², C]`, windows row-major, tokens row-major inside a window. */
+/**
+ * `[B, H, W, C]` → `[B·nW, ws², C]`, windows row-major, tokens row-major inside a window.
+ *
+ * @example
+ * ```ts
+ * import { windowPartition, zeros } from "./mod.ts";
+ * console.log(windowPartition(zeros([1, 8, 8, 16]), 4).shape); // [4, 16, 16]
+ * ```
+ */
 export function windowPartition(x: Tensor, ws: number): Tensor {
   const [B, H, W, C] = x.shape;
   const y = api.reshape(x, [B, H / ws, ws, W / ws, ws, C]);
   return api.reshape(api.transpose(y, [0, 1, 3, 2, 4, 5]), [-1, ws * ws, C]);
 }
 
-/** The inverse of `windowPartition` for a `[B, H, W, C]` map. */
+/**
+ * The inverse of `windowPartition` for a `[B, H, W, C]` map.
+ *
+ * @example
+ * ```ts
+ * import { windowPartition, windowReverse, zeros } from "./mod.ts";
+ * const windows = windowPartition(zeros([1, 8, 8, 16]), 4);
+ * console.log(windowReverse(windows, 4, 8, 8).shape); // [1, 8, 8, 16]
+ * ```
+ */
 export function windowReverse(windows: Tensor, ws: number, H: number, W: number): Tensor {
   const C = windows.shape[windows.rank - 1];
   const y = api.reshape(windows, [-1, H / ws, W / ws, ws, ws, C]);
@@ -373,6 +426,14 @@ export function windowReverse(windows: Tensor, ws: number, H: number, W: number)
 /**
  * Window multi-head self-attention on `[B·nW, N, C]` windows with the relative-position bias, plus the shift
  * mask `[nW, N, N]` when given.
+ *
+ * @example
+ * ```ts
+ * import { initSwin, random, swinTest, windowAttention, zeros } from "./mod.ts";
+ * const p = initSwin(random.key(0), swinTest());
+ * const out = windowAttention(p.layers[0].blocks[0].attn, zeros([4, 16, 16]), 2, 4, null);
+ * console.log(out.shape); // [4, 16, 16]
+ * ```
  */
 export function windowAttention(
   p: SwinBlockParams["attn"],
@@ -440,6 +501,14 @@ export interface SwinBlockOptions {
 /**
  * One official Swin block on `[B, L, C]`: LN1, zero padding to multiples of the window (padded tokens are not
  * masked), cyclic shift with the −100 mask, window attention, reverse shift, crop, residual; LN2, MLP, residual.
+ *
+ * @example
+ * ```ts
+ * import { initSwin, random, swinBlock, swinTest, zeros } from "./mod.ts";
+ * const p = initSwin(random.key(0), swinTest());
+ * const y = swinBlock(p.layers[0].blocks[1], zeros([1, 64, 16]), { numHeads: 2, windowSize: 4, shiftSize: 2 });
+ * console.log(y.shape); // [1, 64, 16]
+ * ```
  */
 export function swinBlock(p: SwinBlockParams, x: Tensor, opts: SwinBlockOptions): Tensor {
   const { numHeads, windowSize: ws, shiftSize: shift, eps = 1e-6 } = opts;
@@ -479,6 +548,14 @@ export function swinBlock(p: SwinBlockParams, x: Tensor, opts: SwinBlockOptions)
  * Patch merging on `[B, H·W, C]`: zero-pad to even sides, concatenate the (even, even), (odd, even),
  * (even, odd), (odd, odd) sub-grids along channels, LayerNorm(4C), Linear 4C → 2C without bias.
  * Returns the merged tokens and the new grid.
+ *
+ * @example
+ * ```ts
+ * import { initSwin, patchMerging, random, swinTest, zeros } from "./mod.ts";
+ * const p = initSwin(random.key(0), swinTest());
+ * const [y, grid] = patchMerging(p.layers[0].downsample!, zeros([1, 64, 16]), [8, 8]);
+ * console.log(y.shape, grid); // [1, 16, 32] [4, 4]
+ * ```
  */
 export function patchMerging(
   p: PatchMergingParams,
@@ -501,6 +578,14 @@ export function patchMerging(
 /**
  * The patch embedding: Conv2d(inChans → C, kernel = stride = P) as a reshape and a matmul, then LayerNorm.
  * `[B, inChans, H, W]` → `[B, (H/P)·(W/P), C]` (row-major grid); extra pixels beyond a multiple of P are dropped.
+ *
+ * @example
+ * ```ts
+ * import { initSwin, random, swinPatchEmbed, swinTest, zeros } from "./mod.ts";
+ * const p = initSwin(random.key(0), swinTest());
+ * const [tokens, grid] = swinPatchEmbed(p.patch_embed, zeros([1, 3, 32, 32]), 4);
+ * console.log(tokens.shape, grid); // [1, 64, 16] [8, 8]
+ * ```
  */
 export function patchEmbed(
   p: SwinParams["patch_embed"],
@@ -615,7 +700,15 @@ export function swin(params: SwinParams, images: Tensor, opts: SwinOptions): Ten
   return api.concat([pooled, region], 1);
 }
 
-/** The backbone's output width `C·2^(stages−1)`. */
+/**
+ * The backbone's output width `C·2^(stages−1)`.
+ *
+ * @example
+ * ```ts
+ * import { swinOutDim, swinTiny } from "./mod.ts";
+ * console.log(swinOutDim(swinTiny())); // 768
+ * ```
+ */
 export function swinOutDim(config: SwinConfig): number {
   return config.embedDim * 2 ** (config.depths.length - 1);
 }

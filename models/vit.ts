@@ -175,6 +175,12 @@ export function dropPathRates(rate: number, depth: number): number[] {
  * `pos_embed`, `masked_embed` (when `config.maskedEmbed`), `patch_embed.proj.{weight,bias}`,
  * `blocks.i.{norm1,attn.qkv,attn.proj,norm2,mlp.fc1,mlp.fc2}.{weight,bias}`, `norm.{weight,bias}`.
  * Useful to validate a converted checkpoint before loading it.
+ *
+ * @example
+ * ```ts
+ * import { vitParamShapes } from "./mod.ts";
+ * console.log(vitParamShapes({ arch: "vit_tiny", depth: 1 })[0]); // ["cls_token", [1, 1, 192]]
+ * ```
  */
 export function vitParamShapes(config: VitConfigInput = {}): [string, number[]][] {
   const c = vitConfig(config);
@@ -250,6 +256,13 @@ export function initVit(key: Tensor, config: VitConfigInput = {}, opts: InitVitO
  * patch rows is resampled with PyTorch's bicubic interpolation (align_corners=False, A=-0.75) at the scale
  * factors `((gh + 0.1) / sqrt(N0), (gw + 0.1) / sqrt(N0))`, the source coordinate using those given factors.
  * `square` says whether the input image is square (the official test is on image sizes; by default `gh === gw`).
+ *
+ * @example
+ * ```ts
+ * import { interpolatePosEmbed, zeros } from "./mod.ts";
+ * // A position embedding stored for a 4x4 grid, used on a 6x6 grid (bicubic resampling of the patch rows).
+ * console.log(interpolatePosEmbed(zeros([1, 1 + 16, 8]), 6, 6).shape); // [1, 37, 8]
+ * ```
  */
 export function interpolatePosEmbed(posEmbed: Tensor, gh: number, gw: number, square = gh === gw): Tensor {
   const [one, rows, D] = posEmbed.shape;
@@ -407,7 +420,15 @@ export function vit(params: VitParams, images: Tensor, opts: VitOptions): Tensor
   return tokens;
 }
 
-/** Number of scalar parameters in a tree of tensors. */
+/**
+ * Number of scalar parameters in a tree of tensors.
+ *
+ * @example
+ * ```ts
+ * import { countParams, zeros } from "./mod.ts";
+ * console.log(countParams({ w: zeros([3, 4]), b: zeros([4]) })); // 16
+ * ```
+ */
 export function countParams(params: unknown): number {
   return leaves<Tensor>(params).reduce((n, t) => n + t.size, 0);
 }

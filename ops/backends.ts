@@ -5,17 +5,42 @@ import { cpu } from "./cpu.ts";
 let current: Backend = cpu;
 let gpuPromise: Promise<Backend> | null = null;
 
-/** The backend new tensors are created on. CPU until another is chosen. */
+/**
+ * The backend new tensors are created on. CPU until another is chosen.
+ *
+ * @example
+ * ```ts
+ * import { defaultBackend } from "./mod.ts";
+ * console.log(defaultBackend().name); // "cpu" until initBackend or useBackend picks another
+ * ```
+ */
 export function defaultBackend(): Backend {
   return current;
 }
 
-/** Makes `backend` the default for new tensors. */
+/**
+ * Makes `backend` the default for new tensors.
+ *
+ * @example
+ * ```ts
+ * import { cpu, tensor, useBackend } from "./mod.ts";
+ * useBackend(cpu);
+ * console.log(tensor([1]).backend.name); // "cpu"
+ * ```
+ */
 export function useBackend(backend: Backend): void {
   current = backend;
 }
 
-/** The shared WebGPU backend (created once). Throws `NoGpuError` with a clear message when there is no GPU. */
+/**
+ * The shared WebGPU backend (created once). Throws `NoGpuError` with a clear message when there is no GPU.
+ *
+ * @example
+ * ```ts ignore
+ * import { useBackend, webgpu } from "./mod.ts";
+ * useBackend(await webgpu()); // needs --unstable-webgpu and a GPU adapter
+ * ```
+ */
 export function webgpu(): Promise<Backend> {
   gpuPromise ??= import("../wgsl/device.ts").then((m) => m.createWebGpuBackend()).catch((e) => {
     gpuPromise = null;

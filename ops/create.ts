@@ -68,7 +68,15 @@ export function tensor(
   return fromHost(opts.backend ?? defaultBackend(), toHost(dtype, flat), shape, dtype);
 }
 
-/** A tensor filled with `value`. */
+/**
+ * A tensor filled with `value`.
+ *
+ * @example
+ * ```ts
+ * import { full } from "./mod.ts";
+ * console.log(await full([2, 2], 7).toArray()); // [[7, 7], [7, 7]]
+ * ```
+ */
 export function full(shape: readonly number[], value: number, opts: CreateOptions = {}): Tensor {
   checkShape(shape, "full");
   const dtype = opts.dtype ?? "float32";
@@ -77,17 +85,43 @@ export function full(shape: readonly number[], value: number, opts: CreateOption
   return fromHost(opts.backend ?? defaultBackend(), data, shape, dtype);
 }
 
-/** A tensor of zeros. */
+/**
+ * A tensor of zeros.
+ *
+ * @example
+ * ```ts
+ * import { zeros } from "./mod.ts";
+ * const z = zeros([2, 3], { dtype: "int32" });
+ * console.log(z.dtype, z.shape); // int32 [2, 3]
+ * ```
+ */
 export function zeros(shape: readonly number[], opts: CreateOptions = {}): Tensor {
   return full(shape, 0, opts);
 }
 
-/** A tensor of ones. */
+/**
+ * A tensor of ones.
+ *
+ * @example
+ * ```ts
+ * import { ones } from "./mod.ts";
+ * console.log(await ones([3]).toArray()); // [1, 1, 1]
+ * ```
+ */
 export function ones(shape: readonly number[], opts: CreateOptions = {}): Tensor {
   return full(shape, 1, opts);
 }
 
-/** `[start, start+step, ...)` below `stop`; with one argument, `[0, n)`. */
+/**
+ * `[start, start+step, ...)` below `stop`; with one argument, `[0, n)`.
+ *
+ * @example
+ * ```ts
+ * import { arange } from "./mod.ts";
+ * console.log(await arange(4).toArray()); // [0, 1, 2, 3]
+ * console.log(await arange(1, 2, 0.25).toArray()); // [1, 1.25, 1.5, 1.75]
+ * ```
+ */
 export function arange(start: number, stop?: number, step = 1, opts: CreateOptions = {}): Tensor {
   if (stop === undefined) [start, stop] = [0, start];
   if (step === 0) throw new RangeError("arange: step must not be 0");
@@ -97,7 +131,16 @@ export function arange(start: number, stop?: number, step = 1, opts: CreateOptio
   return fromHost(opts.backend ?? defaultBackend(), data, [n], opts.dtype ?? "float32");
 }
 
-/** Uploads a host array as a tensor (no copy semantics are promised; the array may be reused). */
+/**
+ * Uploads a host array as a tensor (no copy semantics are promised; the array may be reused).
+ *
+ * @example
+ * ```ts
+ * import { fromTyped } from "./mod.ts";
+ * const t = fromTyped(new Float32Array([1, 2, 3, 4, 5, 6]), [2, 3], "float32");
+ * console.log(await t.toArray()); // [[1, 2, 3], [4, 5, 6]]
+ * ```
+ */
 export function fromTyped(data: HostArray, shape: readonly number[], dtype: DType, backend?: Backend): Tensor {
   return fromHost(backend ?? defaultBackend(), data, shape, dtype);
 }

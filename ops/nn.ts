@@ -22,13 +22,30 @@ export function softmax(x: Tensor, axis = -1): Tensor {
   return api.div(e, api.sum(e, axis, true));
 }
 
-/** Log-softmax along `axis`. */
+/**
+ * Log-softmax along `axis`.
+ *
+ * @example
+ * ```ts
+ * import { nn, tensor } from "./mod.ts";
+ * const logp = nn.logSoftmax(tensor([[1, 2, 3]])); // log(nn.softmax(x)), computed stably
+ * ```
+ */
 export function logSoftmax(x: Tensor, axis = -1): Tensor {
   const shifted = api.sub(x, api.stopGradient(api.max(x, axis, true)));
   return api.sub(shifted, api.log(api.sum(api.exp(shifted), axis, true)));
 }
 
-/** Mean and biased variance over `axes`. */
+/**
+ * Mean and biased variance over `axes`.
+ *
+ * @example
+ * ```ts
+ * import { nn, tensor } from "./mod.ts";
+ * const [mu, v] = nn.moments(tensor([[1, 2, 3]]));
+ * console.log(await mu.toArray(), await v.toArray()); // [2] [~0.6667]
+ * ```
+ */
 export function moments(x: Tensor, axes: number | number[] = -1, keepdims = false): [Tensor, Tensor] {
   const mu = api.mean(x, axes, true);
   const d = api.sub(x, mu);
@@ -36,12 +53,28 @@ export function moments(x: Tensor, axes: number | number[] = -1, keepdims = fals
   return [keepdims ? mu : api.mean(x, axes, false), v];
 }
 
-/** Biased variance over `axes` (PyTorch `unbiased=False`). */
+/**
+ * Biased variance over `axes` (PyTorch `unbiased=False`).
+ *
+ * @example
+ * ```ts
+ * import { nn, tensor } from "./mod.ts";
+ * console.log(await nn.variance(tensor([1, 2, 3, 4]), 0).item()); // 1.25
+ * ```
+ */
 export function variance(x: Tensor, axes: number | number[] = -1, keepdims = false): Tensor {
   return moments(x, axes, keepdims)[1];
 }
 
-/** Layer normalisation over the last axis, with optional affine weight and bias (PyTorch semantics). */
+/**
+ * Layer normalisation over the last axis, with optional affine weight and bias (PyTorch semantics).
+ *
+ * @example
+ * ```ts
+ * import { nn, ones, tensor, zeros } from "./mod.ts";
+ * const y = nn.layerNorm(tensor([[1, 2, 3, 4]]), ones([4]), zeros([4])); // zero mean, unit variance per row
+ * ```
+ */
 export function layerNorm(x: Tensor, weight?: Tensor | null, bias?: Tensor | null, eps = 1e-6): Tensor {
   const mu = api.mean(x, -1, true);
   const d = api.sub(x, mu);
@@ -52,12 +85,28 @@ export function layerNorm(x: Tensor, weight?: Tensor | null, bias?: Tensor | nul
   return y;
 }
 
-/** Exact GELU: `x * (1 + erf(x / sqrt 2)) / 2`. */
+/**
+ * Exact GELU: `x * (1 + erf(x / sqrt 2)) / 2`.
+ *
+ * @example
+ * ```ts
+ * import { nn, tensor } from "./mod.ts";
+ * console.log(await nn.gelu(tensor([-1, 0, 1])).toArray()); // [~-0.1587, 0, ~0.8413]
+ * ```
+ */
 export function gelu(x: Tensor): Tensor {
   return api.mul(api.mul(x, 0.5), api.add(api.erf(api.mul(x, Math.SQRT1_2)), 1));
 }
 
-/** `x / max(||x||_2, eps)` along `axis` (PyTorch `F.normalize`). */
+/**
+ * `x / max(||x||_2, eps)` along `axis` (PyTorch `F.normalize`).
+ *
+ * @example
+ * ```ts
+ * import { nn, tensor } from "./mod.ts";
+ * console.log(await nn.l2Normalize(tensor([[3, 4]])).toArray()); // [[0.6, 0.8]]
+ * ```
+ */
 export function l2Normalize(x: Tensor, axis = -1, eps = 1e-12): Tensor {
   // The inner clamp at eps^2 keeps sqrt's derivative finite, so a zero vector gets the gradient 1/eps (as in
   // PyTorch) instead of NaN; the outer one keeps the value exact if eps^2 underflows.
@@ -65,12 +114,28 @@ export function l2Normalize(x: Tensor, axis = -1, eps = 1e-12): Tensor {
   return api.div(x, api.maximum(norm, eps));
 }
 
-/** Cross-entropy with soft targets: `sum(-target * logSoftmax(logits))` along `axis`. */
+/**
+ * Cross-entropy with soft targets: `sum(-target * logSoftmax(logits))` along `axis`.
+ *
+ * @example
+ * ```ts
+ * import { nn, tensor } from "./mod.ts";
+ * console.log(await nn.softCrossEntropy(tensor([[0, 1]]), tensor([[0, 0]])).toArray()); // [~0.6931] (ln 2)
+ * ```
+ */
 export function softCrossEntropy(target: Tensor, logits: Tensor, axis = -1): Tensor {
   return api.neg(api.sum(api.mul(target, logSoftmax(logits, axis)), axis));
 }
 
-/** `x @ weight^T + bias`, with PyTorch's `[out, in]` weight layout. */
+/**
+ * `x @ weight^T + bias`, with PyTorch's `[out, in]` weight layout.
+ *
+ * @example
+ * ```ts
+ * import { nn, ones, zeros } from "./mod.ts";
+ * const y = nn.linear(ones([2, 3]), ones([4, 3]), zeros([4])); // [2, 4], every entry 3
+ * ```
+ */
 export function linear(x: Tensor, weight: Tensor, bias?: Tensor | null): Tensor {
   if (weight.rank !== 2 || x.shape[x.rank - 1] !== weight.shape[1]) {
     throw new RangeError(`linear: input ${fmt(x.shape)} does not fit weight ${fmt(weight.shape)} ([out, in])`);
@@ -81,7 +146,15 @@ export function linear(x: Tensor, weight: Tensor, bias?: Tensor | null): Tensor 
   return bias ? api.add(out, bias) : out;
 }
 
-/** Inverted dropout: zeroes with probability `rate` and rescales the rest; identity when not training. */
+/**
+ * Inverted dropout: zeroes with probability `rate` and rescales the rest; identity when not training.
+ *
+ * @example
+ * ```ts
+ * import { nn, ones, random } from "./mod.ts";
+ * const y = nn.dropout(random.key(0), ones([8]), 0.5, true); // entries 0 or 2
+ * ```
+ */
 export function dropout(key: Tensor, x: Tensor, rate: number, train: boolean): Tensor {
   if (!train || rate === 0) return x;
   if (!(rate >= 0 && rate < 1)) throw new RangeError(`dropout: rate ${rate} must be in [0, 1)`);
@@ -89,7 +162,15 @@ export function dropout(key: Tensor, x: Tensor, rate: number, train: boolean): T
   return api.where(keep, api.div(x, 1 - rate), 0);
 }
 
-/** Stochastic depth: drops whole samples (axis 0) with probability `rate`, rescaling the kept ones. */
+/**
+ * Stochastic depth: drops whole samples (axis 0) with probability `rate`, rescaling the kept ones.
+ *
+ * @example
+ * ```ts
+ * import { nn, ones, random } from "./mod.ts";
+ * const y = nn.dropPath(random.key(0), ones([4, 16, 8]), 0.1, true); // each sample zeroed or scaled by 1/0.9
+ * ```
+ */
 export function dropPath(key: Tensor, x: Tensor, rate: number, train: boolean): Tensor {
   if (!train || rate === 0) return x;
   if (!(rate >= 0 && rate < 1)) throw new RangeError(`dropPath: rate ${rate} must be in [0, 1)`);
@@ -108,6 +189,12 @@ function cubicWeights(t: number, A = -0.75): number[] {
  * The `[outSize, inSize]` matrix of 1-D bicubic resampling with `align_corners=False`, the source coordinate
  * `(dst + 0.5) / scale - 0.5` (no clamping of the coordinate, clamped tap indices), as PyTorch computes it
  * when given a scale factor.
+ *
+ * @example
+ * ```ts
+ * import { nn } from "./mod.ts";
+ * const m = nn.bicubicMatrix(4, 8); // [8, 4] row-major: 2x upsampling weights, each row summing to 1
+ * ```
  */
 export function bicubicMatrix(inSize: number, outSize: number, scale = outSize / inSize): Float64Array {
   const m = new Float64Array(outSize * inSize);
@@ -127,6 +214,12 @@ export function bicubicMatrix(inSize: number, outSize: number, scale = outSize /
  * Bicubic resize of the last two (spatial) dimensions of `x` to `[outH, outW]`, exactly as
  * `F.interpolate(mode="bicubic", align_corners=False, scale_factor=...)`. `scale` gives the factors passed to
  * PyTorch (iBOT passes `(G + 0.1) / sqrt(N)`); by default they are `out / in`. Separable: two matmuls.
+ *
+ * @example
+ * ```ts
+ * import { nn, zeros } from "./mod.ts";
+ * console.log(nn.resizeBicubic(zeros([1, 3, 14, 14]), 16, 16).shape); // [1, 3, 16, 16]
+ * ```
  */
 export function resizeBicubic(x: Tensor, outH: number, outW: number, scale?: [number, number]): Tensor {
   if (x.rank < 2) throw new RangeError(`resizeBicubic: needs [..., H, W], got ${fmt(x.shape)}`);

@@ -11,7 +11,16 @@ import type { DType } from "./dtype.ts";
 import * as api from "./api.ts";
 import { checkShape, fmt } from "./shape.ts";
 
-/** Raw uint32 bits of `shape` from `key`. */
+/**
+ * Raw uint32 bits of `shape` from `key`.
+ *
+ * @example
+ * ```ts
+ * import { random } from "./mod.ts";
+ * const bits = random.randomBits(random.key(0), [4]);
+ * console.log(bits.dtype, bits.shape); // uint32 [4]
+ * ```
+ */
 export function randomBits(key: Tensor, shape: readonly number[]): Tensor {
   checkShape(shape, "randomBits");
   return bind("randomBits", [key], { shape: [...shape] });
@@ -33,13 +42,29 @@ export function key(seed: number, backend?: Backend): Tensor {
   return tensor([hi, seed >>> 0], { dtype: "uint32", backend: backend ?? defaultBackend() });
 }
 
-/** `n` independent keys derived from `key`. */
+/**
+ * `n` independent keys derived from `key`.
+ *
+ * @example
+ * ```ts
+ * import { random } from "./mod.ts";
+ * const [kInit, kData, kDrop] = random.split(random.key(0), 3);
+ * ```
+ */
 export function split(key: Tensor, n = 2): Tensor[] {
   const bits = randomBits(key, [n, 2]);
   return Array.from({ length: n }, (_, i) => api.reshape(api.slice(bits, [i, 0], [i + 1, 2]), [2]));
 }
 
-/** A key derived from `key` and an integer (a number, or a traced scalar such as the step counter). */
+/**
+ * A key derived from `key` and an integer (a number, or a traced scalar such as the step counter).
+ *
+ * @example
+ * ```ts
+ * import { random } from "./mod.ts";
+ * const stepKey = random.foldIn(random.key(0), 7); // e.g. a key per iteration
+ * ```
+ */
 export function foldIn(key: Tensor, data: number | Tensor): Tensor {
   const d = typeof data === "number"
     ? api.scalarLike(data >>> 0, key)
@@ -54,7 +79,15 @@ export interface SampleOptions {
   dtype?: DType;
 }
 
-/** Uniform floats in `[min, max)` (24 random bits per value). */
+/**
+ * Uniform floats in `[min, max)` (24 random bits per value).
+ *
+ * @example
+ * ```ts
+ * import { random } from "./mod.ts";
+ * const u = random.uniform(random.key(0), [2, 2], { min: -1, max: 1 }); // float32 in [-1, 1)
+ * ```
+ */
 export function uniform(
   key: Tensor,
   shape: readonly number[],
@@ -68,7 +101,15 @@ export function uniform(
   return lo === 0 && hi === 1 ? u : api.add(api.mul(u, hi - lo), lo);
 }
 
-/** Inverse error function (Giles' single-precision approximation), a composite of differentiable ops. */
+/**
+ * Inverse error function (Giles' single-precision approximation), a composite of differentiable ops.
+ *
+ * @example
+ * ```ts
+ * import { random, tensor } from "./mod.ts";
+ * console.log(await random.erfinv(tensor([0, 0.5])).toArray()); // [0, ~0.4769]
+ * ```
+ */
 export function erfinv(x: Tensor): Tensor {
   const w = api.neg(api.log(api.mul(api.sub(1, x), api.add(1, x))));
   const horner = (t: Tensor, cs: number[]) =>
@@ -98,7 +139,15 @@ export function erfinv(x: Tensor): Tensor {
   return api.mul(api.where(api.less(w, 5), small, large), x);
 }
 
-/** Standard normal samples (inverse-CDF method), scaled by `std` and shifted by `mean`. */
+/**
+ * Standard normal samples (inverse-CDF method), scaled by `std` and shifted by `mean`.
+ *
+ * @example
+ * ```ts
+ * import { random } from "./mod.ts";
+ * const x = random.normal(random.key(0), [3], { mean: 1, std: 0.1 });
+ * ```
+ */
 export function normal(
   key: Tensor,
   shape: readonly number[],
@@ -128,6 +177,12 @@ function erfApprox(x: number): number {
 /**
  * Normal samples truncated to `[lower, upper]` (absolute bounds, as PyTorch's `trunc_normal_`), by the inverse
  * CDF, then clamped.
+ *
+ * @example
+ * ```ts
+ * import { random } from "./mod.ts";
+ * const w = random.truncatedNormal(random.key(0), [64, 64], { std: 0.02, lower: -2, upper: 2 });
+ * ```
  */
 export function truncatedNormal(
   key: Tensor,
@@ -147,12 +202,28 @@ export function truncatedNormal(
   return api.minimum(api.maximum(x, lower), upper);
 }
 
-/** Booleans that are true with probability `p`. */
+/**
+ * Booleans that are true with probability `p`.
+ *
+ * @example
+ * ```ts
+ * import { random } from "./mod.ts";
+ * const keep = random.bernoulli(random.key(0), 0.3, [10]); // bool [10], each true with probability 0.3
+ * ```
+ */
 export function bernoulli(key: Tensor, p: number | Tensor, shape: readonly number[]): Tensor {
   return api.less(uniform(key, shape), p);
 }
 
-/** Integers uniform in `[low, high)` (int32). */
+/**
+ * Integers uniform in `[low, high)` (int32).
+ *
+ * @example
+ * ```ts
+ * import { random } from "./mod.ts";
+ * const labels = random.randint(random.key(0), 0, 10, [5]); // int32 in [0, 10)
+ * ```
+ */
 export function randint(key: Tensor, low: number, high: number, shape: readonly number[]): Tensor {
   if (!(Number.isInteger(low) && Number.isInteger(high) && low < high)) {
     throw new RangeError(`randint: need integers low < high, got ${low}, ${high}`);
@@ -165,6 +236,12 @@ export function randint(key: Tensor, low: number, high: number, shape: readonly 
 /**
  * A random permutation of `0..n-1` (int32), by ranking random bits (O(n^2) work; meant for n up to a few
  * thousand, e.g. a batch).
+ *
+ * @example
+ * ```ts
+ * import { random } from "./mod.ts";
+ * console.log(await random.permutation(random.key(0), 5).toArray()); // a shuffle of [0, 1, 2, 3, 4]
+ * ```
  */
 export function permutation(key: Tensor, n: number): Tensor {
   if (!Number.isInteger(n) || n < 1) throw new RangeError(`permutation: n must be a positive integer, got ${n}`);
@@ -182,7 +259,15 @@ export function permutation(key: Tensor, n: number): Tensor {
   return api.scatterAdd(idx, rank, 0, n);
 }
 
-/** Checks that a tensor looks like a key. */
+/**
+ * Checks that a tensor looks like a key.
+ *
+ * @example
+ * ```ts
+ * import { random } from "./mod.ts";
+ * random.assertKey(random.key(0), "myFn"); // passes; anything but a uint32[2] throws a TypeError naming myFn
+ * ```
+ */
 export function assertKey(k: Tensor, where: string): void {
   if (k.dtype !== "uint32" || k.rank !== 1 || k.shape[0] !== 2) {
     throw new TypeError(`${where}: expected a key (uint32[2]), got ${k.dtype}${fmt(k.shape)}`);

@@ -1,7 +1,15 @@
 /** Shape arithmetic shared by the rules, the backends and the kernels. */
 export type Shape = readonly number[];
 
-/** Number of elements of a shape (1 for a scalar). */
+/**
+ * Number of elements of a shape (1 for a scalar).
+ *
+ * @example
+ * ```ts
+ * import { size } from "./mod.ts";
+ * console.log(size([2, 3, 4]), size([])); // 24 1
+ * ```
+ */
 export function size(shape: Shape): number {
   let n = 1;
   for (const d of shape) n *= d;

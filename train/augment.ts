@@ -267,7 +267,16 @@ export function augmentConfig(
   return out as unknown as AugmentConfig;
 }
 
-/** Throws a `RangeError` naming the first bad parameter. */
+/**
+ * Throws a `RangeError` naming the first bad parameter.
+ *
+ * @example
+ * ```ts ignore
+ * import { augment } from "./mod.ts";
+ * augment.validateAugmentConfig(augment.IMAGENET_AUGMENT); // passes
+ * augment.validateAugmentConfig({ ...augment.IMAGENET_AUGMENT, flipP: 2 }); // throws a RangeError naming flipP
+ * ```
+ */
 export function validateAugmentConfig(cfg: AugmentConfig): void {
   const fail = (what: string) => {
     throw new RangeError(`augment config: ${what}`);
@@ -308,7 +317,16 @@ export function validateAugmentConfig(cfg: AugmentConfig): void {
   prob("solarize.pLocal", cfg.solarize.pLocal);
 }
 
-/** The per-crop parameters in output order: global crop 1, the other global crops, then the local crops. */
+/**
+ * The per-crop parameters in output order: global crop 1, the other global crops, then the local crops.
+ *
+ * @example
+ * ```ts
+ * import { augment } from "./mod.ts";
+ * const specs = augment.cropSpecs(augment.AUGMENT_PRESETS.imagenet);
+ * console.log(specs.length, specs[0].kind, specs[2].kind); // 12 global local (2 global crops, then 10 local)
+ * ```
+ */
 export function cropSpecs(cfg: AugmentConfig): CropSpec[] {
   const specs: CropSpec[] = [];
   const common = {
@@ -424,7 +442,15 @@ function pyRound(x: number): number {
   return d > 0.5 ? f + 1 : d < 0.5 ? f : f % 2 === 0 ? f : f + 1;
 }
 
-/** torchvision's centre-crop fallback box for an `h × w` image (static: it depends only on the sizes). */
+/**
+ * torchvision's centre-crop fallback box for an `h × w` image (static: it depends only on the sizes).
+ *
+ * @example
+ * ```ts
+ * import { augment } from "./mod.ts";
+ * console.log(augment.fallbackBox(100, 300, [3 / 4, 4 / 3])); // [0, 83, 100, 133]
+ * ```
+ */
 export function fallbackBox(h: number, w: number, ratio: readonly [number, number]): [number, number, number, number] {
   const inRatio = w / h;
   let cw = w;
@@ -439,6 +465,14 @@ export function fallbackBox(h: number, w: number, ratio: readonly [number, numbe
  * `[2·attempts + 2, B]` (area fractions, log-ratios, top, left). Attempt k proposes `A = H·W·U(scale)`,
  * `r = exp(U(ln ratio))`, `w = round(√(A r))`, `h = round(√(A / r))`; the first attempt that fits is taken
  * with a top-left corner uniform over the valid positions, else the centre-crop fallback.
+ *
+ * @example
+ * ```ts
+ * import { augment, random } from "./mod.ts";
+ * const u = random.uniform(random.key(0), [2 * 10 + 2, 4]); // 10 attempts, 4 images
+ * const boxes = augment.sampleCropBoxes(u, 28, 28, [0.4, 1], [3 / 4, 4 / 3], 10);
+ * console.log(boxes.height.shape); // [4]
+ * ```
  */
 export function sampleCropBoxes(
   u: Tensor,
@@ -491,6 +525,13 @@ function cubic(d: Tensor): Tensor {
  * (`centre = (o + ½)·extent/out`, tap weight `filter((i + ½ − centre)/s)`, `s = max(1, extent/out)` when
  * antialiasing, taps outside the crop dropped, rows normalised). For upsampling this is exactly PyTorch's
  * `align_corners=False` bilinear/bicubic with clamped edges. `flip[b]` reverses the outputs.
+ *
+ * @example
+ * ```ts
+ * import { augment, tensor } from "./mod.ts";
+ * // One image: the whole 4-pixel axis upsampled to 8 pixels.
+ * console.log(augment.resampleWeights(tensor([0]), tensor([4]), 4, 8).shape); // [1, 8, 4]
+ * ```
  */
 export function resampleWeights(
   start: Tensor,
@@ -524,6 +565,14 @@ export function resampleWeights(
  * per-image weights of `resampleWeights`); `flip[i]` mirrors crop i horizontally. There may be n·B boxes (n
  * crops of every image, crop-major: box `k·B + b` is cut from image b); the result is then [n·B, C, size, size].
  * Results are clamped to [0, 1] (bicubic overshoots; bilinear rows sum to 1 up to rounding).
+ *
+ * @example
+ * ```ts
+ * import { augment, tensor, zeros } from "./mod.ts";
+ * const t = (v: number[]) => tensor(v);
+ * const boxes = { top: t([0, 4]), left: t([0, 2]), height: t([28, 20]), width: t([28, 20]) };
+ * console.log(augment.resizedCrop(zeros([2, 1, 28, 28]), boxes, 16).shape); // [2, 1, 16, 16]
+ * ```
  */
 export function resizedCrop(
   images: Tensor,
@@ -544,7 +593,15 @@ export function resizedCrop(
 // ---------------------------------------------------------------------------------------------------------
 // Colour
 
-/** Luma `0.299R + 0.587G + 0.114B` as [B, 1, H, W] (the image itself when it has one channel). */
+/**
+ * Luma `0.299R + 0.587G + 0.114B` as [B, 1, H, W] (the image itself when it has one channel).
+ *
+ * @example
+ * ```ts
+ * import { augment, ones } from "./mod.ts";
+ * console.log(augment.luma(ones([2, 3, 8, 8])).shape); // [2, 1, 8, 8]
+ * ```
+ */
 export function luma(x: Tensor): Tensor {
   if (x.shape[1] === 1) return x;
   if (x.shape[1] !== 3) throw new RangeError(`luma: expected 1 or 3 channels, got ${fmt(x.shape)}`);
@@ -553,7 +610,15 @@ export function luma(x: Tensor): Tensor {
   return api.add(api.add(api.mul(ch(0), 0.299), api.mul(ch(1), 0.587)), api.mul(ch(2), 0.114));
 }
 
-/** Brightness: blend with black, `clamp(f·x)`; `factor` per image [B]. */
+/**
+ * Brightness: blend with black, `clamp(f·x)`; `factor` per image [B].
+ *
+ * @example
+ * ```ts
+ * import { augment, full, tensor } from "./mod.ts";
+ * const y = augment.adjustBrightness(full([2, 3, 4, 4], 0.5), tensor([0.5, 1.5])); // image 0 at 0.25, image 1 at 0.75
+ * ```
+ */
 export function adjustBrightness(x: Tensor, factor: Tensor): Tensor {
   return clamp01(api.mul(x, perImage(factor)));
 }
@@ -561,6 +626,12 @@ export function adjustBrightness(x: Tensor, factor: Tensor): Tensor {
 /**
  * Contrast: blend with the grey level of the image's mean luma rounded to 8 bits (Pillow's
  * `ImageEnhance.Contrast`), `clamp(f·x + (1 − f)·m)`.
+ *
+ * @example
+ * ```ts
+ * import { augment, random, tensor } from "./mod.ts";
+ * const y = augment.adjustContrast(random.uniform(random.key(0), [2, 3, 4, 4]), tensor([0.8, 1.2]));
+ * ```
  */
 export function adjustContrast(x: Tensor, factor: Tensor): Tensor {
   const m = api.mean(luma(x), [1, 2, 3], true);
@@ -569,7 +640,15 @@ export function adjustContrast(x: Tensor, factor: Tensor): Tensor {
   return clamp01(api.add(api.mul(x, f), api.mul(grey, api.sub(1, f))));
 }
 
-/** Saturation: blend with the luma image, `clamp(f·x + (1 − f)·luma)` (identity on 1 channel). */
+/**
+ * Saturation: blend with the luma image, `clamp(f·x + (1 − f)·luma)` (identity on 1 channel).
+ *
+ * @example
+ * ```ts
+ * import { augment, random, tensor } from "./mod.ts";
+ * const y = augment.adjustSaturation(random.uniform(random.key(0), [2, 3, 4, 4]), tensor([0, 1.5])); // 0: grey
+ * ```
+ */
 export function adjustSaturation(x: Tensor, factor: Tensor): Tensor {
   if (x.shape[1] === 1) return x;
   const f = perImage(factor);
@@ -585,6 +664,12 @@ function fmod(x: Tensor, m: number): Tensor {
  * Hue: shifts the HSV hue by `shift[b]` of a full turn, wrapping around (identity on 1 channel). torchvision's
  * `_rgb2hsv` hue, then HSV → RGB in the closed form `c = v − v·s·clamp(min(k, 4 − k), 0, 1)` with
  * `k = (n + 6h) mod 6`, n = 5, 3, 1 for R, G, B (equal to `_hsv2rgb`'s sector table).
+ *
+ * @example
+ * ```ts
+ * import { augment, random, tensor } from "./mod.ts";
+ * const y = augment.adjustHue(random.uniform(random.key(0), [2, 3, 4, 4]), tensor([0.1, -0.1]));
+ * ```
  */
 export function adjustHue(x: Tensor, shift: Tensor): Tensor {
   if (x.shape[1] === 1) return x;
@@ -608,7 +693,15 @@ export function adjustHue(x: Tensor, shift: Tensor): Tensor {
   return api.concat([channel(5), channel(3), channel(1)], 1);
 }
 
-/** Grayscale: the luma replicated to every channel (identity on 1 channel). */
+/**
+ * Grayscale: the luma replicated to every channel (identity on 1 channel).
+ *
+ * @example
+ * ```ts
+ * import { augment, random } from "./mod.ts";
+ * console.log(augment.grayscale(random.uniform(random.key(0), [2, 3, 4, 4])).shape); // [2, 3, 4, 4]
+ * ```
+ */
 export function grayscale(x: Tensor): Tensor {
   if (x.shape[1] === 1) return x;
   return api.broadcastTo(luma(x), x.shape);
@@ -623,6 +716,16 @@ export function grayscale(x: Tensor): Tensor {
  * target G (black, the mean-luma grey, the luma image), so each slot of the order costs one blend whichever op
  * an image has there. Hue is evaluated once: the blends of the slots before each image's hue slot, the hue
  * shift, then the blends of the slots after it.
+ *
+ * @example
+ * ```ts
+ * import { augment, random, tensor } from "./mod.ts";
+ * const x = random.uniform(random.key(0), [2, 3, 8, 8]);
+ * const factors = tensor([[1.2, 0.8], [1.1, 0.9], [1.0, 1.3], [0.05, -0.05]]); // [4, B]
+ * const order = random.uniform(random.key(1), [4, 2]);
+ * const apply = tensor([true, false], { dtype: "bool" }); // image 1 is left unchanged
+ * const y = augment.colorJitter(x, factors, order, apply, augment.IMAGENET_AUGMENT.jitter);
+ * ```
  */
 export function colorJitter(
   x: Tensor,
@@ -697,7 +800,15 @@ export function colorJitter(
 // ---------------------------------------------------------------------------------------------------------
 // Blur, solarisation, normalisation
 
-/** PyTorch `reflect` padding index (no edge repeat) of `i` on an axis of length `n`. */
+/**
+ * PyTorch `reflect` padding index (no edge repeat) of `i` on an axis of length `n`.
+ *
+ * @example
+ * ```ts
+ * import { augment } from "./mod.ts";
+ * console.log(augment.reflectIndex(-1, 5), augment.reflectIndex(5, 5)); // 1 3
+ * ```
+ */
 export function reflectIndex(i: number, n: number): number {
   if (n === 1) return 0;
   const period = 2 * (n - 1);
@@ -705,7 +816,15 @@ export function reflectIndex(i: number, n: number): number {
   return m < n ? m : period - m;
 }
 
-/** Normalised Gaussian taps `exp(−k²/2σ²)`, `|k| ≤ (taps−1)/2`, per image: `[B, taps]`. */
+/**
+ * Normalised Gaussian taps `exp(−k²/2σ²)`, `|k| ≤ (taps−1)/2`, per image: `[B, taps]`.
+ *
+ * @example
+ * ```ts
+ * import { augment, tensor } from "./mod.ts";
+ * console.log(augment.gaussianTaps(tensor([1, 2]), 5).shape); // [2, 5], each row summing to 1
+ * ```
+ */
 export function gaussianTaps(sigma: Tensor, taps: number): Tensor {
   const r = (taps - 1) / 2;
   const k = constant(sigma, Array.from({ length: taps }, (_, i) => (i - r) ** 2), [1, taps]);
@@ -718,6 +837,12 @@ export function gaussianTaps(sigma: Tensor, taps: number): Tensor {
  * Per-image blur matrices `[B, n, n]` of an axis of length n: row o holds the taps at the reflect-padded
  * neighbours, `M[b, o, reflect(o + k − r)] += w[b, k]` (the one-hot gathers of the reflected indices are a
  * constant `[taps, n·n]`, so building M is one small matmul).
+ *
+ * @example
+ * ```ts
+ * import { augment, tensor } from "./mod.ts";
+ * console.log(augment.blurMatrix(tensor([1]), 5, 8).shape); // [1, 8, 8]
+ * ```
  */
 export function blurMatrix(sigma: Tensor, taps: number, n: number): Tensor {
   const r = (taps - 1) / 2;
@@ -731,6 +856,13 @@ export function blurMatrix(sigma: Tensor, taps: number, n: number): Tensor {
  * Separable Gaussian blur with per-image σ [B], `taps` taps and reflect padding: `M_y · x · M_xᵀ` with the
  * banded per-image matrices of `blurMatrix` (two batched matmuls; several times faster here than gathering the
  * reflected neighbours and reducing over the taps).
+ *
+ * @example
+ * ```ts
+ * import { augment, random, tensor } from "./mod.ts";
+ * const x = random.uniform(random.key(0), [2, 3, 16, 16]);
+ * const y = augment.gaussianBlur(x, tensor([0.5, 2]), 9); // a per-image sigma
+ * ```
  */
 export function gaussianBlur(x: Tensor, sigma: Tensor, taps: number): Tensor {
   if (!(Number.isInteger(taps) && taps >= 1 && taps % 2 === 1)) {
@@ -742,12 +874,28 @@ export function gaussianBlur(x: Tensor, sigma: Tensor, taps: number): Tensor {
   return api.matmul(api.matmul(my, x), mx, { transB: true });
 }
 
-/** Solarisation: `x ≥ threshold → 1 − x`. */
+/**
+ * Solarisation: `x ≥ threshold → 1 − x`.
+ *
+ * @example
+ * ```ts
+ * import { augment, tensor } from "./mod.ts";
+ * console.log(await augment.solarize(tensor([0.2, 0.75])).toArray()); // [0.2, 0.25]
+ * ```
+ */
 export function solarize(x: Tensor, threshold = 0.5): Tensor {
   return api.where(api.greaterEqual(x, threshold), api.sub(1, x), x);
 }
 
-/** `(x − mean[c]) / std[c]` over the channel axis 1. */
+/**
+ * `(x − mean[c]) / std[c]` over the channel axis 1.
+ *
+ * @example
+ * ```ts
+ * import { augment, full } from "./mod.ts";
+ * const y = augment.normalize(full([1, 3, 2, 2], 0.5), [0.5, 0.5, 0.5], [0.25, 0.25, 0.25]); // all zeros
+ * ```
+ */
 export function normalize(x: Tensor, mean: readonly number[], std: readonly number[]): Tensor {
   const c = x.shape[1];
   const m = constant(x, mean, [1, c, 1, 1]);
@@ -758,7 +906,15 @@ export function normalize(x: Tensor, mean: readonly number[], std: readonly numb
 // ---------------------------------------------------------------------------------------------------------
 // The pipeline
 
-/** Number of uniform rows one crop of every image consumes (`[rows, B]` per crop). */
+/**
+ * Number of uniform rows one crop of every image consumes (`[rows, B]` per crop).
+ *
+ * @example
+ * ```ts
+ * import { augment } from "./mod.ts";
+ * console.log(augment.cropUniformRows(10)); // 36
+ * ```
+ */
 export function cropUniformRows(attempts: number): number {
   return layout(attempts).rows;
 }
@@ -794,6 +950,16 @@ export interface NormalizeOptions {
  * `[cropUniformRows(attempts), n·B]` (column `k·B + b` drives crop k of image b): crop → flip → jitter →
  * grayscale → blur → solarise → (normalise). The specs may differ only in their blur and solarisation
  * probabilities (which become per-image thresholds).
+ *
+ * @example
+ * ```ts
+ * import { augment, random, zeros } from "./mod.ts";
+ * const cfg = augment.AUGMENT_PRESETS["fmnist-tiny"];
+ * const specs = augment.cropSpecs(cfg).filter((s) => s.kind === "local");
+ * const B = 2;
+ * const u = random.uniform(random.key(0), [augment.cropUniformRows(cfg.attempts), specs.length * B]);
+ * const crops = augment.augmentCrops(u, zeros([B, 1, 28, 28]), specs, cfg); // [specs.length · B, 1, S, S]
+ * ```
  */
 export function augmentCrops(u: Tensor, images: Tensor, specs: readonly CropSpec[], norm: NormalizeOptions): Tensor {
   const spec = specs[0];

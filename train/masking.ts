@@ -19,20 +19,44 @@ import { threefry2x32 } from "../ops/rules_random.ts";
 /** A PRNG key on the host: the two uint32 words of a device key. */
 export type HostKey = readonly [number, number];
 
-/** The key `random.key(seed)` holds, on the host. */
+/**
+ * The key `random.key(seed)` holds, on the host.
+ *
+ * @example
+ * ```ts
+ * import { masking } from "./mod.ts";
+ * console.log(masking.hostKey(7)); // [0, 7], the words of random.key(7)
+ * ```
+ */
 export function hostKey(seed: number): HostKey {
   if (!Number.isInteger(seed)) throw new TypeError(`hostKey: seed must be an integer, got ${seed}`);
   return [Math.floor(seed / 2 ** 32) >>> 0, seed >>> 0];
 }
 
-/** Reads a device key (uint32[2]) to the host (one readback). */
+/**
+ * Reads a device key (uint32[2]) to the host (one readback).
+ *
+ * @example
+ * ```ts
+ * import { masking, random } from "./mod.ts";
+ * console.log(await masking.readKey(random.key(7))); // [0, 7]
+ * ```
+ */
 export async function readKey(key: Tensor): Promise<HostKey> {
   if (key.dtype !== "uint32" || key.size !== 2) throw new TypeError(`readKey: expected a uint32[2] key, got ${key}`);
   const d = await key.data();
   return [d[0] >>> 0, d[1] >>> 0];
 }
 
-/** The keys of `random.split(key, n)`, on the host. */
+/**
+ * The keys of `random.split(key, n)`, on the host.
+ *
+ * @example
+ * ```ts
+ * import { masking } from "./mod.ts";
+ * const [k1, k2] = masking.hostSplit(masking.hostKey(0)); // the keys of random.split(random.key(0))
+ * ```
+ */
 export function hostSplit(key: HostKey, n = 2): HostKey[] {
   return Array.from({ length: n }, (_, i) => [
     threefry2x32(key[0], key[1], 2 * i, 0)[0],
@@ -40,7 +64,15 @@ export function hostSplit(key: HostKey, n = 2): HostKey[] {
   ]);
 }
 
-/** The key of `random.foldIn(key, data)`, on the host. */
+/**
+ * The key of `random.foldIn(key, data)`, on the host.
+ *
+ * @example
+ * ```ts
+ * import { masking } from "./mod.ts";
+ * const k = masking.hostFoldIn(masking.hostKey(0), 3); // the key of random.foldIn(random.key(0), 3)
+ * ```
+ */
 export function hostFoldIn(key: HostKey, data: number): HostKey {
   const k1 = (key[1] + (data >>> 0)) >>> 0;
   return [threefry2x32(key[0], k1, 0, 0)[0], threefry2x32(key[0], k1, 1, 0)[0]];
@@ -49,6 +81,14 @@ export function hostFoldIn(key: HostKey, data: number): HostKey {
 /**
  * A host stream of random numbers from a key: draw n is `threefry(key, (n, 0))[0]`, i.e. element n of
  * `random.randomBits(key, [..])`; `uniform()` uses its top 24 bits exactly as `random.uniform`.
+ *
+ * @example
+ * ```ts
+ * import { masking } from "./mod.ts";
+ * const rng = new masking.HostRng(masking.hostKey(0));
+ * const u = rng.uniform(); // in [0, 1)
+ * const die = rng.randint(1, 6); // in 1..6
+ * ```
  */
 export class HostRng {
   private counter = 0;
@@ -77,7 +117,15 @@ export class HostRng {
   }
 }
 
-/** Python's `round`: to the nearest integer, ties to even. */
+/**
+ * Python's `round`: to the nearest integer, ties to even.
+ *
+ * @example
+ * ```ts
+ * import { masking } from "./mod.ts";
+ * console.log(masking.pyRound(2.5), masking.pyRound(3.5), masking.pyRound(2.6)); // 2 4 3
+ * ```
+ */
 export function pyRound(x: number): number {
   const f = Math.floor(x);
   const d = x - f;
@@ -108,6 +156,12 @@ export interface MaskOptions {
  * One crop's prediction ratio (official `get_pred_ratio`): 0 while `epoch < predStartEpoch`; for a scalar
  * `r`, `v`: `U(r − v, r + v)` (or `r` when v = 0); for lists, one such draw per pair, then one of them
  * uniformly. With the defaults: 0 with probability ½, else U(0.1, 0.5).
+ *
+ * @example
+ * ```ts
+ * import { masking } from "./mod.ts";
+ * const ratio = masking.samplePredRatio(new masking.HostRng(masking.hostKey(0))); // 0, or in [0.1, 0.5)
+ * ```
  */
 export function samplePredRatio(rng: HostRng, opts: MaskOptions = {}): number {
   if ((opts.epoch ?? 0) < (opts.predStartEpoch ?? 0)) return 0;
@@ -158,7 +212,15 @@ export interface BlockOptions {
   onBlock?: (b: BlockRecord) => void;
 }
 
-/** The minimum block area of iBOT's block masking: `(min(Gh, Gw) // 3)²`. */
+/**
+ * The minimum block area of iBOT's block masking: `(min(Gh, Gw) // 3)²`.
+ *
+ * @example
+ * ```ts
+ * import { masking } from "./mod.ts";
+ * console.log(masking.minBlockArea(14, 14)); // 16
+ * ```
+ */
 export function minBlockArea(gh: number, gw: number): number {
   return Math.floor(Math.min(gh, gw) / 3) ** 2;
 }
@@ -170,6 +232,13 @@ export function minBlockArea(gh: number, gw: number): number {
  * `w = round(√(area/aspect))`; if `h < Gh` and `w < Gw`, a uniform position; the rectangle is accepted when it
  * adds between 1 and `high − count` new cells. Stops when no attempt adds anything. The count never exceeds
  * ⌊high⌋ and may fall short of it.
+ *
+ * @example
+ * ```ts
+ * import { masking } from "./mod.ts";
+ * const mask = masking.blockMask(new masking.HostRng(masking.hostKey(0)), 14, 14, 0.3 * 196);
+ * console.log(mask.length, mask.reduce((a, b) => a + b, 0) <= 58); // 196 true
+ * ```
  */
 export function blockMask(rng: HostRng, gh: number, gw: number, high: number, opts: BlockOptions = {}): Uint8Array {
   const [a0, a1] = opts.aspectRatio ?? [0.3, 1 / 0.3];
@@ -213,7 +282,16 @@ export function blockMask(rng: HostRng, gh: number, gw: number, high: number, op
   return mask;
 }
 
-/** A `rand` mask (spec §5.4): exactly ⌊high⌋ cells, a uniform shuffle (Fisher–Yates) of a 0/1 vector. */
+/**
+ * A `rand` mask (spec §5.4): exactly ⌊high⌋ cells, a uniform shuffle (Fisher–Yates) of a 0/1 vector.
+ *
+ * @example
+ * ```ts
+ * import { masking } from "./mod.ts";
+ * const mask = masking.randMask(new masking.HostRng(masking.hostKey(0)), 4, 4, 5);
+ * console.log(mask.reduce((a, b) => a + b, 0)); // 5
+ * ```
+ */
 export function randMask(rng: HostRng, gh: number, gw: number, high: number): Uint8Array {
   const n = gh * gw;
   const k = Math.min(Math.floor(high), n);
@@ -228,7 +306,17 @@ export function randMask(rng: HostRng, gh: number, gw: number, high: number): Ui
   return mask;
 }
 
-/** One image's mask for one crop: draws the ratio, then the mask (`high = ratio·Gh·Gw`). */
+/**
+ * One image's mask for one crop: draws the ratio, then the mask (`high = ratio·Gh·Gw`).
+ *
+ * @example
+ * ```ts
+ * import { masking } from "./mod.ts";
+ * const rng = new masking.HostRng(masking.hostKey(0));
+ * const mask = masking.sampleMask(rng, 14, 14, { shape: "rand", predRatio: 0.5, predRatioVar: 0 });
+ * console.log(mask.reduce((a, b) => a + b, 0)); // 98
+ * ```
+ */
 export function sampleMask(rng: HostRng, gh: number, gw: number, opts: MaskOptions = {}): Uint8Array {
   const ratio = samplePredRatio(rng, opts);
   const high = ratio * gh * gw;
@@ -239,7 +327,15 @@ export function sampleMask(rng: HostRng, gh: number, gw: number, opts: MaskOptio
   return blockMask(rng, gh, gw, high, { aspectRatio: opts.aspectRatio, maxAttempts: opts.maxAttempts });
 }
 
-/** Host masks of a batch: row-major `[B, Gh, Gw]` bytes; image b uses the stream of `hostFoldIn(key, b)`. */
+/**
+ * Host masks of a batch: row-major `[B, Gh, Gw]` bytes; image b uses the stream of `hostFoldIn(key, b)`.
+ *
+ * @example
+ * ```ts
+ * import { masking } from "./mod.ts";
+ * console.log(masking.sampleMasksHost(masking.hostKey(0), 8, 14, 14).length); // 8 · 14 · 14 = 1568
+ * ```
+ */
 export function sampleMasksHost(
   key: HostKey,
   batch: number,
@@ -275,7 +371,16 @@ export function sampleMasks(
   return fromHost(backend ?? defaultBackend(), sampleMasksHost(key, batch, gh, gw, opts), [batch, gh, gw], "bool");
 }
 
-/** Masks for several crops (e.g. the global crops): crop c uses `hostFoldIn(key, c)`. */
+/**
+ * Masks for several crops (e.g. the global crops): crop c uses `hostFoldIn(key, c)`.
+ *
+ * @example
+ * ```ts
+ * import { masking } from "./mod.ts";
+ * const [m1, m2] = masking.sampleCropMasks(masking.hostKey(0), 8, [[14, 14], [14, 14]]);
+ * console.log(m1.dtype, m1.shape); // bool [8, 14, 14]
+ * ```
+ */
 export function sampleCropMasks(
   key: HostKey,
   batch: number,

@@ -14,17 +14,39 @@ import type { Operand } from "../ops/api.ts";
  * The official decay rule (`get_params_groups`): no weight decay for names ending in `.bias` and for 1-D
  * parameters; everything else (including `cls_token`, `pos_embed`, `masked_embed`, `last_layer.weight_v`) is
  * decayed.
+ *
+ * @example
+ * ```ts
+ * import { decays } from "./mod.ts";
+ * console.log(decays("blocks.0.attn.qkv.weight", [576, 192]), decays("norm.bias", [192])); // true false
+ * ```
  */
 export function decays(path: string, shape: readonly number[]): boolean {
   return !(path === "bias" || path.endsWith(".bias") || shape.length === 1);
 }
 
-/** Default trainability: everything except the weight-norm gains `last_layer*.weight_g` (frozen when normLastLayer). */
+/**
+ * Default trainability: everything except the weight-norm gains `last_layer*.weight_g` (frozen when normLastLayer).
+ *
+ * @example
+ * ```ts
+ * import { defaultTrainable } from "./mod.ts";
+ * console.log(defaultTrainable("head.last_layer.weight_g"), defaultTrainable("head.mlp.0.weight")); // false true
+ * ```
+ */
 export function defaultTrainable(path: string): boolean {
   return !/(^|\.)last_layer2?\.weight_g$/.test(path);
 }
 
-/** Parameters that `freezeLastLayer` freezes: the official rule, every name containing `last_layer`. */
+/**
+ * Parameters that `freezeLastLayer` freezes: the official rule, every name containing `last_layer`.
+ *
+ * @example
+ * ```ts
+ * import { isLastLayer } from "./mod.ts";
+ * console.log(isLastLayer("head.last_layer.weight_v"), isLastLayer("head.mlp.0.weight")); // true false
+ * ```
+ */
 export function isLastLayer(path: string): boolean {
   return path.includes("last_layer");
 }

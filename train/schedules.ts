@@ -52,12 +52,29 @@ export function cosineAt(it: number, s: CosineSchedule): number {
   return s.final + 0.5 * (s.base - s.final) * (1 + Math.cos((Math.PI * j) / J));
 }
 
-/** The whole schedule as an array (the official `cosine_scheduler`). */
+/**
+ * The whole schedule as an array (the official `cosine_scheduler`).
+ *
+ * @example
+ * ```ts
+ * import { schedules } from "./mod.ts";
+ * console.log(schedules.cosineScheduler({ base: 1, final: 0, epochs: 2, itersPerEpoch: 2 }));
+ * // [1, ~0.854, 0.5, ~0.146]
+ * ```
+ */
 export function cosineScheduler(s: CosineSchedule): number[] {
   return Array.from({ length: s.epochs * s.itersPerEpoch }, (_, it) => cosineAt(it, s));
 }
 
-/** Linear scaling rule: `lr · totalBatch / 256`. */
+/**
+ * Linear scaling rule: `lr · totalBatch / 256`.
+ *
+ * @example
+ * ```ts
+ * import { schedules } from "./mod.ts";
+ * console.log(schedules.scaledLr(5e-4, 1024)); // 0.002
+ * ```
+ */
 export function scaledLr(lr: number, totalBatch: number): number {
   return (lr * totalBatch) / 256;
 }

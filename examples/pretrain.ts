@@ -11,6 +11,7 @@ import { parseArgs } from "node:util";
 import { initBackend } from "../mod.ts";
 import { PRESETS, type PretrainConfig } from "../train/presets.ts";
 import { NonFiniteLossError, pretrain, type Progress } from "../train/pretrain.ts";
+import { NonFiniteStateError } from "../train/checkpoint.ts";
 import type { Dataset } from "../train/data/dataset.ts";
 import { embeddedDataset } from "../train/data/embedded.ts";
 import { FMNIST_DIR, loadFashionMnist } from "../train/data/fmnist.ts";
@@ -178,7 +179,7 @@ async function main(): Promise<number> {
 try {
   Deno.exit(await main());
 } catch (e) {
-  if (e instanceof UsageError || e instanceof NonFiniteLossError) {
+  if (e instanceof UsageError || e instanceof NonFiniteLossError || e instanceof NonFiniteStateError) {
     console.error(`error: ${e.message}`);
     if (e instanceof UsageError) console.error(`(see --help)`);
     Deno.exit(2);

@@ -208,10 +208,19 @@ export async function saveSafetensors(
     [name, t],
     i,
   ): [string, HostTensor] => [name, { dtype: t.dtype, shape: [...t.shape], data: datas[i] }]);
-  const bytes = encodeSafetensors(entries, metadata);
+  await writeFileAtomic(path, encodeSafetensors(entries, metadata));
+}
+
+/** Writes `bytes` to a temporary file beside `path`, then renames it over `path` (readers never see a partial file). */
+export async function writeFileAtomic(path: string, bytes: Uint8Array): Promise<void> {
   const tmp = `${path}.tmp-${Date.now()}-${Math.random().toString(36).slice(2)}`;
-  await Deno.writeFile(tmp, bytes);
-  await Deno.rename(tmp, path);
+  try {
+    await Deno.writeFile(tmp, bytes);
+    await Deno.rename(tmp, path);
+  } catch (e) {
+    await Deno.remove(tmp).catch(() => {});
+    throw e;
+  }
 }
 
 /**

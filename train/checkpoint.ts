@@ -4,12 +4,12 @@
  * (temporary file, then rename). Loading checks every name and shape against a template state and reports all
  * mismatches in one error that names the file.
  */
-import type { Tensor } from "../autograd/tensor.ts";
+import { Tensor } from "../autograd/tensor.ts";
 import { flatten, paths, unflatten } from "../autograd/tree.ts";
 import type { Backend } from "../ops/backend.ts";
 import { fromTyped } from "../ops/create.ts";
 import { fmt } from "../ops/shape.ts";
-import { parseSafetensors, saveSafetensors } from "../models/safetensors.ts";
+import { encodeSafetensors, type HostTensor, parseSafetensors, writeFileAtomic } from "../models/safetensors.ts";
 
 /** Metadata stored with a checkpoint. `iteration` is the number of completed steps. */
 export interface CheckpointMeta {
@@ -28,7 +28,31 @@ export interface CheckpointMeta {
  * ```
  */
 export async function saveCheckpoint(path: string, state: unknown, meta: CheckpointMeta): Promise<void> {
-  await saveSafetensors(state, path, { format: "ibot-ts-checkpoint", meta: JSON.stringify(meta) });
+  const leaves = paths<unknown>(state).filter((e): e is [string, Tensor] => e[1] instanceof Tensor);
+  const datas = await Promise.all(leaves.map(([, t]) => t.data()));
+  // Never replace a good checkpoint with a broken state.
+  leaves.forEach(([name, t], i) => {
+    if (t.dtype !== "float32" && t.dtype !== "float64") return;
+    const d = datas[i];
+    for (let j = 0; j < d.length; j++) {
+      if (!Number.isFinite(d[j])) {
+        throw new NonFiniteStateError(
+          `'${name}' is not finite at iteration ${meta.iteration}; '${path}' was left as it was`,
+        );
+      }
+    }
+  });
+  const entries = leaves.map((
+    [name, t],
+    i,
+  ): [string, HostTensor] => [name, { dtype: t.dtype, shape: [...t.shape], data: datas[i] }]);
+  await writeFileAtomic(path, encodeSafetensors(entries, { format: "ibot-ts-checkpoint", meta: JSON.stringify(meta) }));
+}
+
+/** Thrown by `saveCheckpoint` when the state holds a NaN or infinity. */
+export class NonFiniteStateError extends Error {
+  /** The error's name. */
+  override name = "NonFiniteStateError";
 }
 
 /**

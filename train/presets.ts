@@ -67,7 +67,7 @@ export const PRESETS: Readonly<Record<string, PretrainConfig>> = {
     },
     masking: { shape: "block", predRatio: [0, 0.3], predRatioVar: [0, 0.2] },
     batchSize: 64,
-    epochs: 10,
+    epochs: 3,
     lr: 1e-3,
     minLr: 1e-5,
     warmupEpochs: 1,

@@ -84,6 +84,8 @@ export interface PretrainOptions {
   knnKs?: number[];
   /** Test images used by the k-NN evaluation (default: all). */
   knnTestLimit?: number;
+  /** Run the k-NN evaluation at the end (default true). */
+  evaluate?: boolean;
 }
 
 /** Result of a run. */
@@ -235,7 +237,10 @@ export async function pretrain(cfg: PretrainConfig, ds: Dataset, opts: PretrainO
       `pretrain: ${ds.train.n} training images give no batch of ${cfg.batchSize}; lower --batch-size`,
     );
   }
-  const total = opts.steps ?? cfg.epochs * itersPerEpoch;
+  // The schedules always span the preset's epochs; `steps` only stops the run early, so an interrupted and a
+  // resumed run see the same hyperparameters at every iteration.
+  const scheduleSteps = cfg.epochs * itersPerEpoch;
+  const total = Math.min(opts.steps ?? scheduleSteps, scheduleSteps);
   const logEvery = opts.logEvery ?? 10;
   const checkpointEvery = opts.checkpointEvery ?? 200;
   const ckptPath = opts.out ? `${opts.out}/checkpoint.safetensors` : null;
@@ -304,7 +309,7 @@ export async function pretrain(cfg: PretrainConfig, ds: Dataset, opts: PretrainO
     for await (const batch of loader) {
       if (done >= total) break;
       const it = batch.iteration;
-      const hp = hyperAt(cfg, it, itersPerEpoch, total);
+      const hp = hyperAt(cfg, it, itersPerEpoch, scheduleSteps);
       const masks = masksFor(it, batch.shape[0]);
       const tCall = performance.now();
       const out = step(state, { images: batch.data, masks }, hp);
@@ -365,10 +370,14 @@ export async function pretrain(cfg: PretrainConfig, ds: Dataset, opts: PretrainO
   const secondsPerStep = steps > 1 ? ((performance.now() - t0) / 1000 - compileSeconds) / Math.max(steps - 1, 1) : NaN;
   step.dispose();
 
-  const knn = await evaluateKnn(state.teacher.backbone, vc, ds, cfg, backend, knnKs, opts.knnTestLimit);
-  const rand = initState(cfg, vc, random.key(seed + 12345, backend));
-  const knnRandom = await evaluateKnn(rand.teacher.backbone, vc, ds, cfg, backend, knnKs, opts.knnTestLimit);
-  tidy(() => treeMap((t: Tensor) => t.dispose(), rand));
+  let knn: Record<number, number> = {};
+  let knnRandom: Record<number, number> = {};
+  if (opts.evaluate ?? true) {
+    knn = await evaluateKnn(state.teacher.backbone, vc, ds, cfg, backend, knnKs, opts.knnTestLimit);
+    const rand = initState(cfg, vc, random.key(seed + 12345, backend));
+    knnRandom = await evaluateKnn(rand.teacher.backbone, vc, ds, cfg, backend, knnKs, opts.knnTestLimit);
+    tidy(() => treeMap((t: Tensor) => t.dispose(), rand));
+  }
   if (metricsPath) {
     await Deno.writeTextFile(metricsPath, JSON.stringify({ step: done, knn, knnRandom }) + "\n", { append: true });
   }

@@ -32,6 +32,19 @@ interface Step {
   inPlace?: number;
 }
 
+/** Bind groups kept per dynamic step (argument/output buffers seen recently). */
+const BIND_GROUP_CACHE = 8;
+
+const bufferIds = new WeakMap<GPUBuffer, number>();
+let nextBufferId = 0;
+
+/** A stable small id per GPU buffer object. */
+function bufferId(b: GPUBuffer): number {
+  let id = bufferIds.get(b);
+  if (id === undefined) bufferIds.set(b, id = nextBufferId++);
+  return id;
+}
+
 /** GPU time of one dispatch of a plan. */
 export interface KernelTiming {
   /** Primitive of the kernel's root equation. */
@@ -310,6 +323,7 @@ export function compileWebGpu(
     });
   });
   const scalars: DataRef[] = [];
+  const dynamicGroups: Map<string, GPUBindGroup>[] = [];
   const slotBytes = slots.reduce((a, b) => a + b.bytes, 0);
   const argBytes = graph.inputs.reduce((a, id) => a + bucketBytes(id), 0);
   const outBytes = [...outputSet].reduce((a, id) => a + bucketBytes(id), 0);
@@ -359,10 +373,23 @@ export function compileWebGpu(
         return staticBuf(id)!;
       };
       kernels.forEach((s, k) => {
-        const bg = prebuilt[k] ?? backend.device.createBindGroup({
-          layout: pipelines[k].getBindGroupLayout(0),
-          entries: [...s.inputs, s.out].map((id, i) => ({ binding: i, resource: { buffer: bufOf(id).buffer } })),
-        });
+        let bg = prebuilt[k];
+        if (!bg) {
+          // Steps touching arguments or outputs: their buffers repeat across calls (donation, the pool), so a
+          // small per-step cache keyed by buffer identity avoids creating bind groups on every call.
+          const bufs = [...s.inputs, s.out].map((id) => bufOf(id).buffer);
+          const key = bufs.map(bufferId).join(",");
+          const cache = (dynamicGroups[k] ??= new Map());
+          bg = cache.get(key) ?? null;
+          if (!bg) {
+            bg = backend.device.createBindGroup({
+              layout: pipelines[k].getBindGroupLayout(0),
+              entries: bufs.map((buffer, i) => ({ binding: i, resource: { buffer } })),
+            });
+            if (cache.size >= BIND_GROUP_CACHE) cache.delete(cache.keys().next().value!);
+            cache.set(key, bg);
+          }
+        }
         backend.dispatchPrebuilt(pipelines[k], bg, s.kernel!);
       });
       backend.flush();

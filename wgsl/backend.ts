@@ -10,7 +10,7 @@ import type { Aval, Prim, PrimParams } from "../ops/prim.ts";
 import type { KernelSource } from "../ops/rule.ts";
 import { RULES } from "../ops/table.ts";
 import { broadcastStrides, size } from "../ops/shape.ts";
-import { offsetOf, perThreadKernel, WG } from "./codegen.ts";
+import { elementwiseKernel, offsetOf, WG } from "./codegen.ts";
 import { reduceKernel } from "./reduce.ts";
 
 /** A pooled GPU buffer with its capacity in bytes. */
@@ -320,7 +320,7 @@ export function lower<P extends Prim>(prim: P, ins: readonly Aval[], params: Pri
     return { code: offsetOf(`o${k}`, "gid", out.shape, strides), expr: `in${k}[o${k}]` };
   });
   const expr = w.expr(loads.map((l) => l.expr), ins, out, params);
-  const body = `${loads.map((l) => l.code).join("\n  ")}
-  out[gid] = ${expr};`;
-  return { code: perThreadKernel(ins.map((a) => a.dtype), out.dtype, n, body), threads: n, workgroupSize: WG };
+  const body = `${loads.map((l) => l.code).join("\n    ")}
+    out[gid] = ${expr};`;
+  return elementwiseKernel(ins.map((a) => a.dtype), out.dtype, n, body);
 }

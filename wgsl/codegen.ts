@@ -42,3 +42,32 @@ fn main(@builtin(global_invocation_id) g: vec3<u32>, @builtin(num_workgroups) nw
   ${body}
 }`;
 }
+
+/** Elements each invocation of an elementwise kernel handles (contiguous runs vectorise better on lavapipe). */
+export const ELEMENTS_PER_THREAD = 4;
+
+/**
+ * An elementwise kernel over `n` elements: each invocation runs `body` (which uses `gid` as the element index)
+ * for `ELEMENTS_PER_THREAD` consecutive elements. Returns the code and the invocation count.
+ */
+export function elementwiseKernel(
+  inDtypes: readonly DType[],
+  outDtype: DType,
+  n: number,
+  body: string,
+): { code: string; threads: number; workgroupSize: number } {
+  const e = ELEMENTS_PER_THREAD;
+  const threads = Math.ceil(n / e);
+  const code = `${PRELUDE}
+${bindings(inDtypes, outDtype)}
+@compute @workgroup_size(${WG})
+fn main(@builtin(global_invocation_id) g: vec3<u32>, @builtin(num_workgroups) nw: vec3<u32>) {
+  let base = (g.x + g.y * nw.x * ${WG}u) * ${e}u;
+  for (var ek = 0u; ek < ${e}u; ek++) {
+    let gid = base + ek;
+    if (gid >= ${n}u) { break; }
+    ${body}
+  }
+}`;
+  return { code, threads, workgroupSize: WG };
+}

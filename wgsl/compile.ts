@@ -15,7 +15,7 @@ import type { KernelSource } from "../ops/rule.ts";
 import { RULES } from "../ops/table.ts";
 import { broadcastStrides, size } from "../ops/shape.ts";
 import { type GpuBuf, gpuBytes, lower, QUERIES_PER_SET, type WebGpuBackend } from "./backend.ts";
-import { offsetOf, perThreadKernel, WG } from "./codegen.ts";
+import { elementwiseKernel, offsetOf } from "./codegen.ts";
 import { type ElementSource, reduceKernel } from "./reduce.ts";
 import { wgslType } from "./types.ts";
 
@@ -85,7 +85,7 @@ const MAX_INLINED_COST = 12;
  * of the same size (elementwise chains) or a reduction of it (reduction prologues), duplicating cheap work
  * where a value feeds several consumers, e.g. `exp(x - m)` in both the sum and the division of a softmax.
  */
-function planSteps(graph: Graph): { steps: Step[]; inlined: Set<number> } {
+function planSteps(graph: Graph, maxInputs = Infinity): { steps: Step[]; inlined: Set<number> } {
   const consumers = new Map<number, Eqn[]>();
   for (const e of graph.eqns) {
     for (const id of new Set(e.inputs)) {
@@ -123,6 +123,7 @@ function planSteps(graph: Graph): { steps: Step[]; inlined: Set<number> } {
     visit(root);
     return members;
   };
+  limitKernelInputs(graph, producer, inlined, maxInputs);
   const steps: Step[] = [];
   for (const e of graph.eqns) {
     if (inlined.has(e.out)) continue;
@@ -155,6 +156,50 @@ function planSteps(graph: Graph): { steps: Step[]; inlined: Set<number> } {
     }
   }
   return { steps, inlined };
+}
+
+/**
+ * Materialises inlined values until no fused kernel reads more than `maxInputs` distinct buffers (the device's
+ * storage buffers per shader stage less the output; browsers may allow as few as 8): repeatedly, the inlined
+ * member that pulls in the most buffers of an over-wide kernel becomes a kernel of its own.
+ */
+function limitKernelInputs(graph: Graph, producer: Map<number, Eqn>, inlined: Set<number>, maxInputs: number): void {
+  if (!Number.isFinite(maxInputs)) return;
+  // Distinct non-inlined buffers read by the fused tree of `id` (just `id` itself when it is materialised).
+  const externals = (id: number, memo: Map<number, Set<number>>): Set<number> => {
+    if (!inlined.has(id)) return new Set([id]);
+    let set = memo.get(id);
+    if (!set) {
+      set = new Set();
+      for (const x of producer.get(id)!.inputs) for (const b of externals(x, memo)) set.add(b);
+      memo.set(id, set);
+    }
+    return set;
+  };
+  for (let changed = true; changed;) {
+    changed = false;
+    const memo = new Map<number, Set<number>>();
+    for (const e of graph.eqns) {
+      if (inlined.has(e.out)) continue;
+      const reads = new Set<number>();
+      for (const x of e.inputs) for (const b of externals(x, memo)) reads.add(b);
+      if (reads.size <= maxInputs) continue;
+      // The widest inlined value in this kernel's tree.
+      let widest = -1;
+      let width = 1;
+      const visit = (id: number) => {
+        if (!inlined.has(id)) return;
+        const w = externals(id, memo).size;
+        if (w > width) [widest, width] = [id, w];
+        for (const x of producer.get(id)!.inputs) visit(x);
+      };
+      for (const x of e.inputs) visit(x);
+      if (widest < 0) continue; // only materialised operands: nothing to split
+      inlined.delete(widest);
+      changed = true;
+      break;
+    }
+  }
 }
 
 /**
@@ -217,10 +262,10 @@ function fusedStep(graph: Graph, members: Eqn[], inlined: ReadonlySet<number>, i
   const n = size(out.shape);
   const inputs: number[] = [];
   const { lines, value } = emitTree(graph, members, inlined, out.shape, "gid", inputs, inPlace);
-  const body = `${lines.join("\n  ")}\n  out[gid] = ${value};`;
-  const code = perThreadKernel(inputs.map((id) => graph.avals[id].dtype), out.dtype, n, body);
+  const body = `${lines.join("\n    ")}\n    out[gid] = ${value};`;
+  const kernel = elementwiseKernel(inputs.map((id) => graph.avals[id].dtype), out.dtype, n, body);
   return {
-    kernel: { code, threads: n, workgroupSize: WG },
+    kernel,
     inputs,
     out: root.out,
     eqns: members,
@@ -235,7 +280,7 @@ export function compileWebGpu(
   backend: WebGpuBackend,
   donated: ReadonlySet<number> = new Set(),
 ): Executable & { stats(): PlanStats; profile(args: readonly (DataRef | number)[]): Promise<KernelTiming[]> } {
-  const { steps, inlined } = planSteps(graph);
+  const { steps, inlined } = planSteps(graph, backend.device.limits.maxStorageBuffersPerShaderStage - 1);
   const nVars = graph.avals.length;
   const inputSet = new Set(graph.inputs);
   const constSet = new Set(graph.consts.map((c) => c.id));

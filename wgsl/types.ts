@@ -18,6 +18,10 @@ export function wgslType(dtype: DType): "f32" | "i32" | "u32" {
 
 /** WGSL source of helpers (erf, pow, threefry) included in generated shaders that need them. */
 export const PRELUDE = /* wgsl */ `
+// Infinities and NaNs are not representable in a WGSL const-expression (Tint, in browsers, rejects
+// bitcast<f32>(0x7f800000u); naga accepts it): a function call is never const, so build them from bits at run time.
+fn f32_bits(b: u32) -> f32 { return bitcast<f32>(b); }
+
 fn erf_f32(x: f32) -> f32 {
   let a = abs(x);
   if (a < 0.5) {
@@ -31,9 +35,9 @@ fn erf_f32(x: f32) -> f32 {
 
 fn pow_f32(a: f32, b: f32) -> f32 {
   if (b == 0.0) { return 1.0; }
-  if (a == 0.0) { return select(0.0, bitcast<f32>(0x7f800000u), b < 0.0); }
+  if (a == 0.0) { return select(0.0, f32_bits(0x7f800000u), b < 0.0); }
   if (a > 0.0) { return exp2(b * log2(a)); }
-  if (floor(b) != b) { return bitcast<f32>(0x7fc00000u); }
+  if (floor(b) != b) { return f32_bits(0x7fc00000u); }
   let m = exp2(b * log2(-a));
   return select(m, -m, (i32(b) & 1) == 1);
 }

@@ -17,6 +17,7 @@ import { embeddedDataset } from "../train/data/embedded.ts";
 import { FMNIST_DIR, loadFashionMnist } from "../train/data/fmnist.ts";
 import { loadImageFolder } from "../train/data/imagefolder.ts";
 import { VIT_PRESETS } from "../models/vit.ts";
+import { writeRunCurves } from "./plot.ts";
 
 const USAGE = `Usage: deno run --unstable-webgpu examples/pretrain.ts [options]
 
@@ -30,7 +31,8 @@ Options:
   --epochs N           epochs of the schedules (default: the preset's)
   --steps N            stop after N steps (schedules still span --epochs)
   --batch-size N       images per step (default: the preset's)
-  --out DIR            write checkpoint.safetensors and metrics.jsonl to DIR (needs --allow-write=DIR)
+  --out DIR            write checkpoint.safetensors, metrics.jsonl and curves.png to DIR (needs
+                       --allow-write=DIR; curves.png also --allow-read, else curves.svg or a note)
   --resume             continue from DIR/checkpoint.safetensors (needs --out and --allow-read=DIR)
   --seed N             seed of everything (default 0)
   --backend NAME       auto | webgpu | cpu (default auto)
@@ -173,6 +175,7 @@ async function main(): Promise<number> {
       }%`,
     );
   }
+  if (values.out) console.log(await writeRunCurves(values.out));
   return 0;
 }
 

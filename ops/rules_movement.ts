@@ -144,7 +144,8 @@ const pad: Rule<"pad"> = {
       // have no WGSL literal) and values outside the range of the integer types.
       const host = toHost(a.dtype, [value]);
       const bits = a.dtype === "bool" ? host[0] : new Uint32Array(host.buffer)[0];
-      lines.push(`if (inside) { out[gid] = in0[o]; } else { out[gid] = bitcast<${t}>(${bits}u); }`);
+      // `let`, not a literal: a const-expression bitcast to an infinity or NaN is an error in browsers (Tint).
+      lines.push(`if (inside) { out[gid] = in0[o]; } else { let fill = ${bits}u; out[gid] = bitcast<${t}>(fill); }`);
       return { code: perThreadKernel([a.dtype], out.dtype, n, lines.join("\n  ")), threads: n, workgroupSize: WG };
     },
   },

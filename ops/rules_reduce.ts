@@ -30,7 +30,8 @@ function expandBack(g: Tensor, x: Tensor, axes: readonly number[]): Tensor {
 }
 
 function extreme(dtype: Aval["dtype"], sign: 1 | -1): string {
-  if (isFloat(dtype)) return sign > 0 ? "bitcast<f32>(0x7f800000u)" : "bitcast<f32>(0xff800000u)";
+  // f32_bits (wgsl/types.ts): an infinity is not a valid WGSL const-expression in browsers.
+  if (isFloat(dtype)) return sign > 0 ? "f32_bits(0x7f800000u)" : "f32_bits(0xff800000u)";
   if (dtype === "int32") return sign > 0 ? "2147483647i" : "(-2147483647i - 1i)";
   return sign > 0 ? "4294967295u" : "0u";
 }

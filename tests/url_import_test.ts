@@ -1,0 +1,129 @@
+/**
+ * Import by URL: `mod.ts` and everything it imports use only relative and `npm:` specifiers, so the library
+ * works imported from any static file server (`import ... from "https://host/ibot-ts/mod.ts"`). The first test
+ * walks the module graph (`deno info --json mod.ts`); the second serves this repository on 127.0.0.1 and runs a
+ * fresh `deno run --allow-import=127.0.0.1:<port>` that imports `http://127.0.0.1:<port>/mod.ts` and jits a
+ * `grad` on WebGPU. The child gets no other permission (no read, no env): importing the library reads no files
+ * and no environment variables.
+ *
+ * Needs `--allow-run` for the deno binary and `--allow-net=127.0.0.1` (both in the `test` task).
+ */
+import assert from "node:assert/strict";
+
+const ROOT = new URL("../", import.meta.url);
+const noGpu = Deno.env.get("IBOT_TEST_NO_GPU") === "1";
+
+interface InfoDependency {
+  specifier: string;
+  code?: { specifier?: string };
+  type?: { specifier?: string };
+  isDynamic?: boolean;
+}
+interface InfoModule {
+  specifier: string;
+  kind?: string;
+  dependencies?: InfoDependency[];
+  error?: string;
+}
+
+async function deno(args: string[], opts: { cwd?: string; env?: Record<string, string> } = {}) {
+  const out = await new Deno.Command(Deno.execPath(), {
+    args,
+    cwd: opts.cwd ?? ROOT.pathname,
+    env: { NO_COLOR: "1", DENO_NO_UPDATE_CHECK: "1", ...opts.env },
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  const text = (b: Uint8Array) => new TextDecoder().decode(b);
+  return { code: out.code, stdout: text(out.stdout), stderr: text(out.stderr) };
+}
+
+Deno.test("import by URL: mod.ts's module graph has only relative and npm: specifiers", async () => {
+  const info = await deno(["info", "--json", "mod.ts"]);
+  assert.equal(info.code, 0, info.stderr);
+  const graph = JSON.parse(info.stdout) as { roots: string[]; modules: InfoModule[] };
+  const root = ROOT.href;
+  const problems: string[] = [];
+  let files = 0;
+  for (const m of graph.modules) {
+    if (m.error) problems.push(`${m.specifier}: ${m.error}`);
+    if (m.specifier.startsWith("npm:") || m.kind === "npm") continue; // the package itself (resolved by npm)
+    if (!m.specifier.startsWith(root)) {
+      problems.push(`module outside the repository: ${m.specifier}`);
+      continue;
+    }
+    files++;
+    for (const d of m.dependencies ?? []) {
+      const s = d.specifier;
+      const ok = s.startsWith("./") || s.startsWith("../") || /^npm:(@[^/]+\/)?[^@/]+@\d[^/]*(\/.*)?$/.test(s);
+      if (!ok) {
+        problems.push(`${m.specifier.slice(root.length)} imports '${s}'${d.isDynamic ? " (dynamic)" : ""}`);
+      }
+    }
+  }
+  assert.ok(files > 30, `only ${files} modules in the graph`);
+  assert.deepEqual(problems, [], "bare, jsr:, https:, node: or unpinned npm: specifiers break import by URL");
+});
+
+const TYPES: Record<string, string> = {
+  ts: "application/typescript; charset=utf-8",
+  js: "application/javascript; charset=utf-8",
+  mjs: "application/javascript; charset=utf-8",
+  json: "application/json; charset=utf-8",
+};
+
+/** A static file server for the repository on 127.0.0.1 (an ephemeral port); counts the requests. */
+function serveRepository() {
+  const served: string[] = [];
+  const server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen() {} }, async (req) => {
+    const path = decodeURIComponent(new URL(req.url).pathname);
+    const file = new URL(`.${path}`, ROOT);
+    if (!file.href.startsWith(ROOT.href) || path.split("/").includes("..")) {
+      return new Response("forbidden", { status: 403 });
+    }
+    try {
+      const body = await Deno.readFile(file);
+      served.push(path);
+      const type = TYPES[path.split(".").pop()!] ?? "application/octet-stream";
+      return new Response(body, { headers: { "content-type": type } });
+    } catch {
+      return new Response("not found", { status: 404 });
+    }
+  });
+  return { server, served, port: server.addr.port };
+}
+
+Deno.test({
+  name: "import by URL: deno run --allow-import=127.0.0.1:<port> imports http://.../mod.ts and jits a grad on WebGPU",
+  ignore: noGpu,
+  async fn() {
+    const { server, served, port } = serveRepository();
+    const dir = await Deno.makeTempDir({ prefix: "ibot-url-import-" });
+    try {
+      const script = `${dir}/main.ts`;
+      await Deno.writeTextFile(
+        script,
+        `import { grad, initBackend, jit, tensor } from "http://127.0.0.1:${port}/mod.ts";
+const backend = await initBackend("webgpu");
+const df = jit(grad((x) => x.mul(x).sum()));
+console.log(JSON.stringify({ backend: backend.name, value: await df(tensor([1, 2, 3])).toArray() }));
+`,
+      );
+      // No --allow-read or --allow-env: the library must not touch files or the environment at import time.
+      // The temporary directory has no deno.json, so no lockfile of this repository is read or written.
+      const run = await deno(
+        ["run", "--unstable-webgpu", "--no-config", "--no-prompt", `--allow-import=127.0.0.1:${port}`, script],
+        { cwd: dir, env: { DENO_WEBGPU_BACKEND: Deno.env.get("DENO_WEBGPU_BACKEND") ?? "" } },
+      );
+      assert.equal(run.code, 0, `deno run failed:\n${run.stderr}`);
+      const line = run.stdout.trim().split("\n").pop()!;
+      console.log(`child printed ${line}`);
+      assert.deepEqual(JSON.parse(line), { backend: "webgpu", value: [2, 4, 6] });
+      assert.ok(served.includes("/mod.ts") && served.length > 30, `served ${served.length} files`);
+    } finally {
+      await server.shutdown();
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+});

@@ -244,7 +244,7 @@ export function jit<A extends unknown[], R>(f: (...args: A) => R, opts: JitOptio
           if (!graph.consts.includes(c) && --c.ref.refs === 0) backend.release(c.ref.handle);
         }
         // Graph inputs are the tensor and number leaves, in order; donated ones may be overwritten by outputs.
-        const inputLeaves = leaves.map((l, i) => i).filter((i) =>
+        const inputLeaves = leaves.map((_l, i) => i).filter((i) =>
           leaves[i] instanceof Tensor || typeof leaves[i] === "number"
         );
         const donated = new Set(

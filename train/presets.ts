@@ -61,22 +61,26 @@ export const PRESETS: Readonly<Record<string, PretrainConfig>> = {
     data: "embedded",
     backbone: { imgSize: 32, patchSize: 8, inChans: 3, embedDim: 64, depth: 4, numHeads: 2, mlpRatio: 2 },
     head: { hiddenDim: 128, bottleneckDim: 64, outDim: 256, normLastLayer: true },
+    // Crops large enough to keep most of the shape in view; colour is a nuisance of this dataset.
     augment: {
       ...AUGMENT_PRESETS["embedded-small"],
-      localCrops: { number: 4, size: 16, scale: [0.05, 0.25] },
+      globalCrops: { number: 2, size: 32, scale: [0.5, 1] },
+      localCrops: { number: 4, size: 16, scale: [0.2, 0.5] },
     },
     masking: { shape: "block", predRatio: [0, 0.3], predRatioVar: [0, 0.2] },
     batchSize: 64,
     epochs: 3,
-    lr: 1e-3,
+    lr: 2e-3,
     minLr: 1e-5,
-    warmupEpochs: 1,
+    warmupEpochs: 0.5,
     weightDecay: [0.04, 0.4],
     clipGrad: 3,
     freezeLastLayerEpochs: 1,
-    momentum: [0.99, 1],
+    momentum: [0.996, 1],
     studentTemp: 0.1,
-    teacherTemp: { start: 0.04, end: 0.07, perIteration: true, warmupFraction: 0.3 },
+    // A constant sharp teacher: with the 0.04 -> 0.07 ramp such a short run drifts towards a uniform teacher
+    // (its entropy rose to 4.9 of 5.5 nats and the loss stayed flat); at 0.04 the loss falls steadily.
+    teacherTemp: { start: 0.04, end: 0.04, perIteration: true, warmupFraction: 0.3 },
     dropPath: 0.1,
   },
   "fmnist-tiny": {

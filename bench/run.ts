@@ -1,161 +1,58 @@
 /**
- * Benchmarks: eager matmul throughput (GFLOP/s) on the default backend (`initBackend("auto")`) at 256³ and
- * 512³, and on the CPU backend at 128³ for reference. Writes `bench/results/matmul.json` and
- * `bench/results/matmul.md`, and prints the table.
+ * The benchmark suite: `deno task bench` runs every benchmark, `deno task bench matmul vit_step` only those
+ * named. Each writes `bench/results/<name>.json` and `<name>.md` (a table naming the machine, the adapter and
+ * the date) and prints the table.
  *
- * Run with `deno task bench`. GPU work is asynchronous: each measurement launches its timed iterations and
- * stops the clock when the last output has been read back (`await out.data()`), so one readback is included,
- * amortised over the iterations. Every configuration is warmed up first (pipeline compilation, buffer pool).
+ * - `memory`: 1,000 calls of a jitted SGD step, RSS and GPU memory drift (`bench/memory.ts`).
+ * - `matmul`: eager matmul GFLOP/s against tfjs-webgpu and jax-js on the same adapter (`bench/matmul.ts`).
+ * - `vit_step`: a tiny-ViT forward+backward, eager vs `jit`, and its compile time (`bench/vit_step.ts`).
+ * - `vit_forward`: a ViT-S/16 forward, batch 8, 224 px, against the offline PyTorch reference (`bench/vit_forward.ts`).
  *
  * @module
  */
-import { type Backend, cpu, initBackend, type Tensor, tensor } from "../mod.ts";
+import { initBackend } from "../mod.ts";
+import { asWebGpu, progress } from "./util.ts";
 
-/** One measured configuration. */
-interface Result {
-  backend: string;
-  device: string;
-  m: number;
-  k: number;
-  n: number;
-  iters: number;
-  msPerIter: number;
-  gflops: number;
-  /** Max |gpu - cpu| / (1 + |cpu|) against the CPU backend on the same inputs (null on the CPU itself). */
-  maxRelErrVsCpu: number | null;
+// memory runs first, so that its RSS baseline is the same whether it runs alone or in the suite.
+const BENCHES = {
+  memory: () => import("./memory.ts"),
+  matmul: () => import("./matmul.ts"),
+  vit_step: () => import("./vit_step.ts"),
+  vit_forward: () => import("./vit_forward.ts"),
+} as const;
+type Name = keyof typeof BENCHES;
+
+const args = Deno.args.filter((a) => a !== "--");
+if (args.includes("--help") || args.includes("-h")) {
+  console.log(`usage: deno task bench [${Object.keys(BENCHES).join("|")} ...]   (all when none is named)`);
+  Deno.exit(0);
 }
-
-/** A deterministic matrix of values in [-1, 1). */
-function matrix(rows: number, cols: number, seed: number): Float32Array {
-  const out = new Float32Array(rows * cols);
-  let s = seed >>> 0;
-  for (let i = 0; i < out.length; i++) {
-    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
-    out[i] = s / 2 ** 31 - 1;
-  }
-  return out;
+const unknown = args.filter((a) => !(a in BENCHES));
+if (unknown.length > 0) {
+  console.error(`unknown benchmark ${unknown.join(", ")}; one of: ${Object.keys(BENCHES).join(", ")}`);
+  Deno.exit(2);
 }
+const selected = (args.length > 0 ? args : Object.keys(BENCHES)) as Name[];
 
-function deviceName(backend: Backend): string {
-  return (backend as { adapterInfo?: string }).adapterInfo ??
-    (backend.name === "cpu" ? "JavaScript (Float32Array)" : "");
-}
-
-/** Warm-up, then timed iterations until at least `minMs` have passed (at least `minIters`, at most `maxIters`). */
-async function benchMatmul(
-  backend: Backend,
-  size: number,
-  opts: { minMs: number; minIters: number; maxIters: number },
-) {
-  const m = size, k = size, n = size;
-  const ha = matrix(m, k, 1);
-  const hb = matrix(k, n, 2);
-  const a = tensor(ha, { shape: [m, k], backend });
-  const b = tensor(hb, { shape: [k, n], backend });
-
-  // Warm-up: compile the pipeline and fill the buffer pool.
-  for (let i = 0; i < 2; i++) {
-    const w = a.matmul(b);
-    await w.data();
-    w.dispose();
+const backend = await initBackend("webgpu");
+const t0 = performance.now();
+let failures = 0;
+for (const name of selected) {
+  const start = performance.now();
+  const live0 = asWebGpu(backend).stats.liveBytes;
+  progress(`${name}: start`);
+  try {
+    const mod = await BENCHES[name]();
+    await mod.run(backend);
+  } catch (e) {
+    failures++;
+    console.error(`benchmark ${name} failed:`, e);
   }
-
-  // Calibrate the iteration count from one timed run.
-  let t0 = performance.now();
-  const probe = a.matmul(b);
-  const probeData = await probe.data();
-  probe.dispose();
-  const once = Math.max(performance.now() - t0, 0.01);
-  const iters = Math.min(opts.maxIters, Math.max(opts.minIters, Math.ceil(opts.minMs / once)));
-
-  t0 = performance.now();
-  let last: Tensor | null = null;
-  for (let i = 0; i < iters; i++) {
-    const out = a.matmul(b);
-    last?.dispose();
-    last = out;
-  }
-  await last!.data();
-  const ms = performance.now() - t0;
-  last!.dispose();
-
-  let maxRelErrVsCpu: number | null = null;
-  if (backend !== cpu) {
-    const ca = tensor(ha, { shape: [m, k], backend: cpu });
-    const cb = tensor(hb, { shape: [k, n], backend: cpu });
-    const ref = await ca.matmul(cb).data();
-    maxRelErrVsCpu = 0;
-    for (let i = 0; i < ref.length; i++) {
-      const e = Math.abs(Number(probeData[i]) - Number(ref[i])) / (1 + Math.abs(Number(ref[i])));
-      maxRelErrVsCpu = Math.max(maxRelErrVsCpu, Number.isNaN(e) ? Infinity : e);
-    }
-  }
-  a.dispose();
-  b.dispose();
-
-  const msPerIter = ms / iters;
-  const result: Result = {
-    backend: backend.name,
-    device: deviceName(backend),
-    m,
-    k,
-    n,
-    iters,
-    msPerIter,
-    gflops: (2 * m * k * n) / (msPerIter * 1e6),
-    maxRelErrVsCpu,
-  };
-  return result;
-}
-
-function table(results: Result[]): string {
-  const rows = results.map((r) =>
-    `| ${r.backend} | ${r.device} | ${r.m}×${r.k}×${r.n} | ${r.iters} | ${r.msPerIter.toFixed(2)} | ${
-      r.gflops.toFixed(2)
-    } | ${r.maxRelErrVsCpu === null ? "—" : r.maxRelErrVsCpu.toExponential(1)} |`
+  asWebGpu(backend).trim(); // give the pooled buffers back, so that benchmarks do not see each other's pools
+  const leaked = asWebGpu(backend).stats.liveBytes - live0;
+  progress(
+    `${name}: ${((performance.now() - start) / 1000).toFixed(1)} s${leaked ? `, ${leaked} GPU bytes still live` : ""}`,
   );
-  return [
-    "| backend | device | m×k×n | iters | ms/iter | GFLOP/s | max rel err vs cpu |",
-    "| --- | --- | --- | ---: | ---: | ---: | ---: |",
-    ...rows,
-  ].join("\n");
 }
-
-async function main(): Promise<void> {
-  const backend = await initBackend("auto");
-  const results: Result[] = [];
-  for (const size of [256, 512]) {
-    results.push(await benchMatmul(backend, size, { minMs: 1000, minIters: 5, maxIters: 500 }));
-    console.error(`measured ${backend.name} ${size}³`);
-  }
-  results.push(await benchMatmul(cpu, 128, { minMs: 1000, minIters: 3, maxIters: 200 }));
-  console.error("measured cpu 128³");
-
-  const meta = {
-    date: new Date().toISOString(),
-    deno: Deno.version.deno,
-    os: `${Deno.build.os}-${Deno.build.arch}`,
-    defaultBackend: backend.name,
-    device: deviceName(backend),
-    note: "eager matmul, float32; time from the first launch until the last output is read back, per iteration",
-  };
-  const md = [
-    "# matmul benchmark",
-    "",
-    `Eager float32 matmul, default backend \`${backend.name}\` on **${meta.device}**, CPU backend for reference.`,
-    `Measured ${meta.date} with Deno ${meta.deno} on ${meta.os}. Time per iteration runs from the first launch`,
-    "until the last output is read back (`await out.data()`), after a warm-up; GFLOP/s = 2mkn / time.",
-    "",
-    table(results),
-    "",
-  ].join("\n");
-
-  const dir = new URL("./results/", import.meta.url);
-  await Deno.mkdir(dir, { recursive: true });
-  await Deno.writeTextFile(new URL("matmul.json", dir), JSON.stringify({ ...meta, results }, null, 2) + "\n");
-  await Deno.writeTextFile(new URL("matmul.md", dir), md);
-  console.log(md);
-  console.log("wrote bench/results/matmul.json and bench/results/matmul.md");
-}
-
-await main();
+progress(`total ${((performance.now() - t0) / 1000).toFixed(1)} s`);
+if (failures > 0) Deno.exit(1);

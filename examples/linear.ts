@@ -18,6 +18,7 @@
  *
  * @module
  */
+import { splitFeatures as mapSplit } from "../train/features.ts";
 import { parseArgs } from "node:util";
 import { initBackend, jit } from "../mod.ts";
 import type { Tensor } from "../autograd/tensor.ts";
@@ -241,31 +242,14 @@ export async function splitFeatures(
   backend: Backend,
   limit?: number,
 ): Promise<Tensor> {
-  const s = ds[split];
-  const n = Math.min(s.n, limit ?? s.n);
-  const per = ds.channels * ds.size * ds.size;
-  const bs = 256;
   const { mean, std } = bb.cfg.augment;
   const opts = { numHeads: bb.config.numHeads, layerNormEps: bb.config.layerNormEps };
   const fwd = jit((p: VitParams, x: Tensor) => probeFeatures(p, normalize(x, mean, std), opts, mode));
-  const parts: Tensor[] = [];
-  for (let i = 0; i < n; i += bs) {
-    const m = Math.min(bs, n - i);
-    const x = fromTyped(
-      s.images.subarray(i * per, (i + m) * per),
-      [m, ds.channels, ds.size, ds.size],
-      "float32",
-      backend,
-    );
-    parts.push(fwd(bb.params, x));
-    x.dispose();
-    await parts.at(-1)!.data(); // keep the device queue short (and the event loop responsive)
+  try {
+    return await mapSplit(ds, split, backend, (x) => fwd(bb.params, x), limit);
+  } finally {
+    fwd.dispose();
   }
-  fwd.dispose();
-  if (parts.length === 1) return parts[0];
-  const all = api.concat(parts, 0);
-  parts.forEach((p) => p.dispose());
-  return all;
 }
 
 const USAGE = `Usage: deno run --unstable-webgpu [permissions] examples/linear.ts [options]

@@ -25,6 +25,7 @@ import { hostFoldIn, hostKey, sampleCropMasks } from "./masking.ts";
 import { hyperAt, type PretrainConfig } from "./presets.ts";
 import { loadCheckpoint, saveCheckpoint } from "./checkpoint.ts";
 import { knnAccuracy } from "./knn.ts";
+import { splitFeatures as mapSplit } from "./features.ts";
 import type { Dataset } from "./data/dataset.ts";
 import { batches, stepsPerEpoch } from "./data/loader.ts";
 
@@ -163,28 +164,12 @@ async function features(
   backend: Backend,
   limit?: number,
 ): Promise<Tensor> {
-  const s = ds[split];
-  const n = Math.min(s.n, limit ?? s.n);
-  const per = ds.channels * ds.size * ds.size;
-  const bs = 256;
   const fwd = jit((p: VitParams, x: Tensor) => vit(p, normalize(x, cfg.augment.mean, cfg.augment.std), { ...vc }));
-  const parts: Tensor[] = [];
-  for (let i = 0; i < n; i += bs) {
-    const m = Math.min(bs, n - i);
-    const x = fromTyped(
-      s.images.subarray(i * per, (i + m) * per),
-      [m, ds.channels, ds.size, ds.size],
-      "float32",
-      backend,
-    );
-    parts.push(fwd(params, x));
-    x.dispose();
+  try {
+    return await mapSplit(ds, split, backend, (x) => fwd(params, x), limit);
+  } finally {
+    fwd.dispose();
   }
-  const { concat } = await import("../ops/api.ts");
-  const all = concat(parts, 0);
-  if (parts.length > 1) parts.forEach((p) => p.dispose());
-  fwd.dispose();
-  return all;
 }
 
 /** k-NN top-1 of a backbone on a dataset (features of the train split against the test split). */

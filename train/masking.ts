@@ -16,22 +16,9 @@ import type { Backend } from "../ops/backend.ts";
 import { defaultBackend } from "../ops/backends.ts";
 import { threefry2x32 } from "../ops/rules_random.ts";
 
-/** A PRNG key on the host: the two uint32 words of a device key. */
-export type HostKey = readonly [number, number];
-
-/**
- * The key `random.key(seed)` holds, on the host.
- *
- * @example
- * ```ts
- * import { masking } from "./mod.ts";
- * console.log(masking.hostKey(7)); // [0, 7], the words of random.key(7)
- * ```
- */
-export function hostKey(seed: number): HostKey {
-  if (!Number.isInteger(seed)) throw new TypeError(`hostKey: seed must be an integer, got ${seed}`);
-  return [Math.floor(seed / 2 ** 32) >>> 0, seed >>> 0];
-}
+/** Host keys mirror the device PRNG; they are defined once, in the data pipeline's stream module. */
+export { foldIn as hostFoldIn, type Key as HostKey, seedKey as hostKey } from "./data/rng.ts";
+import { foldIn as hostFoldIn, type Key as HostKey } from "./data/rng.ts";
 
 /**
  * Reads a device key (uint32[2]) to the host (one readback).
@@ -62,20 +49,6 @@ export function hostSplit(key: HostKey, n = 2): HostKey[] {
     threefry2x32(key[0], key[1], 2 * i, 0)[0],
     threefry2x32(key[0], key[1], 2 * i + 1, 0)[0],
   ]);
-}
-
-/**
- * The key of `random.foldIn(key, data)`, on the host.
- *
- * @example
- * ```ts
- * import { masking } from "./mod.ts";
- * const k = masking.hostFoldIn(masking.hostKey(0), 3); // the key of random.foldIn(random.key(0), 3)
- * ```
- */
-export function hostFoldIn(key: HostKey, data: number): HostKey {
-  const k1 = (key[1] + (data >>> 0)) >>> 0;
-  return [threefry2x32(key[0], k1, 0, 0)[0], threefry2x32(key[0], k1, 1, 0)[0]];
 }
 
 /**

@@ -11,6 +11,7 @@
  *
  * @module
  */
+import { runCli } from "./lib/cli.ts";
 import { parseArgs } from "node:util";
 import { initBackend } from "../mod.ts";
 import type { Backend } from "../ops/backend.ts";
@@ -477,18 +478,4 @@ async function main(): Promise<number> {
   return 0;
 }
 
-if (import.meta.main) {
-  try {
-    Deno.exit(await main());
-  } catch (e) {
-    if (e instanceof UsageError) {
-      console.error(`error: ${e.message} (see --help)`);
-      Deno.exit(2);
-    }
-    if (e instanceof TypeError && /Unknown option|option/.test(e.message)) {
-      console.error(`error: ${e.message}\n${USAGE}`);
-      Deno.exit(2);
-    }
-    throw e;
-  }
-}
+if (import.meta.main) await runCli(main, USAGE);

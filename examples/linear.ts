@@ -18,6 +18,7 @@
  *
  * @module
  */
+import { runCli } from "./lib/cli.ts";
 import { splitFeatures as mapSplit } from "../train/features.ts";
 import { parseArgs } from "node:util";
 import { initBackend, jit } from "../mod.ts";
@@ -477,18 +478,4 @@ async function main(): Promise<number> {
   return 0;
 }
 
-if (import.meta.main) {
-  try {
-    Deno.exit(await main());
-  } catch (e) {
-    if (e instanceof UsageError) {
-      console.error(`error: ${e.message} (see --help)`);
-      Deno.exit(2);
-    }
-    if (e instanceof TypeError && /Unknown option|option/.test(e.message)) {
-      console.error(`error: ${e.message}\n${USAGE}`);
-      Deno.exit(2);
-    }
-    throw e;
-  }
-}
+if (import.meta.main) await runCli(main, USAGE);

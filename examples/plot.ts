@@ -12,6 +12,7 @@
  *
  * @module
  */
+import { runCli, UsageError } from "./lib/cli.ts";
 import { parseArgs } from "node:util";
 import { FONT_FAMILY, pngSize, RendererPermissionError, svgToPng } from "./lib/png.ts";
 
@@ -446,24 +447,4 @@ async function main(): Promise<number> {
   return 0;
 }
 
-class UsageError extends Error {}
-
-if (import.meta.main) {
-  try {
-    Deno.exit(await main());
-  } catch (e) {
-    if (e instanceof UsageError || e instanceof RendererPermissionError) {
-      console.error(`error: ${e.message}${e instanceof UsageError ? " (see --help)" : ""}`);
-      Deno.exit(2);
-    }
-    if (e instanceof TypeError && /Unknown option|option/.test(e.message)) {
-      console.error(`error: ${e.message}\n${USAGE}`);
-      Deno.exit(2);
-    }
-    if (e instanceof Deno.errors.NotFound) {
-      console.error(`error: ${e.message}`);
-      Deno.exit(1);
-    }
-    throw e;
-  }
-}
+if (import.meta.main) await runCli(main, USAGE, [RendererPermissionError, Deno.errors.NotFound]);

@@ -8,6 +8,7 @@
  * @module
  */
 import { parseArgs } from "node:util";
+import { need, runCli, UsageError } from "./lib/cli.ts";
 import { initBackend } from "../mod.ts";
 import { PRESETS, type PretrainConfig } from "../train/presets.ts";
 import { NonFiniteLossError, pretrain, type Progress } from "../train/pretrain.ts";
@@ -40,15 +41,6 @@ Options:
   -h, --help           show this help
 
 Fashion-MNIST comes from Debian's dataset-fashion-mnist (${FMNIST_DIR}; needs --allow-read).`;
-
-/** Fails with the permission flag to add when `desc` is not granted. */
-function need(desc: Deno.PermissionDescriptor, flag: string, add: string): void {
-  if (Deno.permissions.querySync(desc).state !== "granted") {
-    throw new UsageError(`${flag} needs a permission that was not granted: run with ${add}`);
-  }
-}
-
-class UsageError extends Error {}
 
 function positiveInt(name: string, v: string | undefined): number | undefined {
   if (v === undefined) return undefined;
@@ -179,17 +171,4 @@ async function main(): Promise<number> {
   return 0;
 }
 
-try {
-  Deno.exit(await main());
-} catch (e) {
-  if (e instanceof UsageError || e instanceof NonFiniteLossError || e instanceof NonFiniteStateError) {
-    console.error(`error: ${e.message}`);
-    if (e instanceof UsageError) console.error(`(see --help)`);
-    Deno.exit(2);
-  }
-  if (e instanceof TypeError && /parseArgs|Unknown option|option/.test(e.message)) {
-    console.error(`error: ${e.message}\n${USAGE}`);
-    Deno.exit(2);
-  }
-  throw e;
-}
+await runCli(main, USAGE, [NonFiniteLossError, NonFiniteStateError]);

@@ -27,17 +27,8 @@ import { PRESETS, type PretrainConfig } from "../../train/presets.ts";
 import { backboneConfig, initState } from "../../train/pretrain.ts";
 import { loadCheckpoint } from "../../train/checkpoint.ts";
 
-/** A wrong command line or a missing permission; the examples print the message and exit with code 2. */
-export class UsageError extends Error {
-  /** Always `"UsageError"`. */
-  override name = "UsageError";
-}
-
-/** Throws a `UsageError` naming the flag to add when the permission `desc` is not granted. */
-export function need(desc: Deno.PermissionDescriptor, what: string, add: string): void {
-  if (Deno.permissions.querySync(desc).state !== "granted") {
-    throw new UsageError(`${what} needs a permission that was not granted: run with ${add}`);
-  }
+export { need, UsageError } from "./cli.ts";
+import { UsageError } from "./cli.ts";
 }
 
 /** Where the backbone comes from. */

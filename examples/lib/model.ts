@@ -28,8 +28,7 @@ import { backboneConfig, initState } from "../../train/pretrain.ts";
 import { loadCheckpoint } from "../../train/checkpoint.ts";
 
 export { need, UsageError } from "./cli.ts";
-import { UsageError } from "./cli.ts";
-}
+import { need, UsageError } from "./cli.ts";
 
 /** Where the backbone comes from. */
 export interface BackboneSource {

@@ -3,13 +3,18 @@
  * warm-up (the first call, which includes compilation, is reported separately). Compare with the PyTorch CPU
  * reference `bench/torch_vit_forward.py` (offline). Writes bench/results/vit_forward.{json,md}.
  */
-import { type Backend, initVit, jit, random, type Tensor, vit, vitConfig, type VitParams } from "../mod.ts";
+import { type Backend, initVit, jit, random, type Tensor, tidy, tree, vit, vitConfig, type VitParams } from "../mod.ts";
 
 /** Runs the benchmark on `backend` and writes its results. */
 export async function run(backend: Backend): Promise<void> {
   const cfg = vitConfig({ arch: "vit_small", imgSize: 224, patchSize: 16, inChans: 3 });
-  const params = initVit(random.key(0, backend), cfg);
-  const images = random.uniform(random.key(1, backend), [8, 3, 224, 224]);
+  // Initialisation temporaries are freed at once; the params and images are freed at the end.
+  const [params, images] = tidy(() =>
+    [
+      initVit(random.key(0, backend), cfg),
+      random.uniform(random.key(1, backend), [8, 3, 224, 224]),
+    ] as const
+  );
   const fwd = jit((p: VitParams, x: Tensor) => vit(p, x, { ...cfg, returnAllTokens: true }));
   let t0 = performance.now();
   let out = fwd(params, images);
@@ -23,6 +28,10 @@ export async function run(backend: Backend): Promise<void> {
     await out.data();
     times.push(performance.now() - t0);
   }
+  out.dispose();
+  fwd.dispose();
+  images.dispose();
+  for (const t of tree.leaves(params)) t.dispose();
   times.sort((a, b) => a - b);
   const median = times[2];
   let torch: { median_ms: number; torch: string; threads: number } | null = null;

@@ -9,6 +9,7 @@
  *
  * @module
  */
+import { bf16ToF32, f16ToF32 } from "./safetensors.ts";
 import { unzipSync } from "npm:fflate@0.8.3";
 import type { HostTensor } from "./safetensors.ts";
 import type { DType } from "../ops/dtype.ts";
@@ -545,17 +546,6 @@ const STORAGES: Record<string, { bytes: number; torch: string }> = {
   UntypedStorage: { bytes: 1, torch: "uint8" },
 };
 
-const f32 = new DataView(new ArrayBuffer(4));
-
-function f16(h: number): number {
-  const s = h & 0x8000 ? -1 : 1;
-  const e = (h >> 10) & 0x1f;
-  const m = h & 0x3ff;
-  if (e === 0) return s * m * 2 ** -24;
-  if (e === 31) return m ? NaN : s * Infinity;
-  return s * (1 + m / 1024) * 2 ** (e - 15);
-}
-
 /**
  * Copies a (possibly strided, offset) tensor view out of its storage bytes into a contiguous host tensor:
  * float16/bfloat16 widen to float32, int64 narrows to int32 when every value fits (else float64), small ints
@@ -619,15 +609,9 @@ function materialize(t: TorchTensor, raw: Uint8Array, name: string, file: string
     case "float64":
       return [out("float64", (o) => view.getFloat64(o, true)), kind];
     case "float16":
-      return [out("float32", (o) => f16(view.getUint16(o, true))), kind];
+      return [out("float32", (o) => f16ToF32(view.getUint16(o, true))), kind];
     case "bfloat16":
-      return [
-        out("float32", (o) => {
-          f32.setUint32(0, view.getUint16(o, true) << 16, true);
-          return f32.getFloat32(0, true);
-        }),
-        kind,
-      ];
+      return [out("float32", (o) => bf16ToF32(view.getUint16(o, true))), kind];
     case "int64": {
       let fits = true;
       for (let i = 0; i < n && fits; i++) {

@@ -43,13 +43,20 @@ const BYTES: Record<string, number> = {
 
 const scratch = new DataView(new ArrayBuffer(4));
 
-function f16ToF32(h: number): number {
+/** The value of an IEEE half-precision bit pattern. */
+export function f16ToF32(h: number): number {
   const s = h & 0x8000 ? -1 : 1;
   const e = (h >> 10) & 0x1f;
   const m = h & 0x3ff;
   if (e === 0) return s * m * 2 ** -24;
   if (e === 31) return m ? NaN : s * Infinity;
   return s * (1 + m / 1024) * 2 ** (e - 15);
+}
+
+/** The value of a bfloat16 bit pattern (the upper half of a float32). */
+export function bf16ToF32(h: number): number {
+  scratch.setUint32(0, h << 16, true);
+  return scratch.getFloat32(0, true);
 }
 
 function decode(dtype: string, shape: number[], bytes: Uint8Array, name: string, file: string): HostTensor {
@@ -68,10 +75,7 @@ function decode(dtype: string, shape: number[], bytes: Uint8Array, name: string,
     case "F16":
       return out("float32", (i) => f16ToF32(view.getUint16(i * 2, true)));
     case "BF16":
-      return out("float32", (i) => {
-        scratch.setUint32(0, view.getUint16(i * 2, true) << 16, true);
-        return scratch.getFloat32(0, true);
-      });
+      return out("float32", (i) => bf16ToF32(view.getUint16(i * 2, true)));
     case "I32":
       return out("int32", (i) => view.getInt32(i * 4, true));
     case "U32":

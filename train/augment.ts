@@ -119,8 +119,10 @@ export interface AugmentConfig {
   solarize: SolarizeConfig;
 }
 
-/** The resolved parameters of one crop (what `augmentCrop` applies). */
-export interface CropSpec {
+/** The resolved parameters of one crop (what `augmentCrop` applies); shared settings come from the config. */
+export interface CropSpec
+  extends
+    Pick<AugmentConfig, "ratio" | "attempts" | "interpolation" | "antialias" | "flipP" | "jitter" | "grayscaleP"> {
   /** `global` or `local`. */
   kind: "global" | "local";
   /** Position in the output list. */
@@ -129,20 +131,6 @@ export interface CropSpec {
   size: number;
   /** Area fraction range. */
   scale: readonly [number, number];
-  /** Aspect-ratio range. */
-  ratio: readonly [number, number];
-  /** RandomResizedCrop attempts. */
-  attempts: number;
-  /** Resampling filter. */
-  interpolation: Interpolation;
-  /** Widen the filter when downsampling. */
-  antialias: boolean;
-  /** Horizontal flip probability. */
-  flipP: number;
-  /** Colour jitter. */
-  jitter: ColorJitterConfig;
-  /** Grayscale probability. */
-  grayscaleP: number;
   /** Blur probability of this crop. */
   blurP: number;
   /** Blur σ range. */

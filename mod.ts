@@ -179,6 +179,24 @@ export {
   type IbotStepConfig,
 } from "./train/step.ts";
 export { type DataName, hyperAt, PRESETS, type PretrainConfig } from "./train/presets.ts";
+export {
+  type BackboneData,
+  backboneDim,
+  backboneFeatures,
+  type BackboneForwardOptions,
+  type BackboneInput,
+  type BackboneParams,
+  type BackboneSpec,
+  backboneTokens,
+  initBackbone,
+  isSwin,
+  maskGrid,
+  resolveBackbone,
+  smallSwin,
+  SWIN_PRESETS,
+  type SwinArch,
+  type SwinBackboneInput,
+} from "./train/backbone.ts";
 export type {
   AugmentConfig,
   BlurConfig,

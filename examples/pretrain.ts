@@ -18,6 +18,7 @@ import { embeddedDataset } from "../train/data/embedded.ts";
 import { FMNIST_DIR, loadFashionMnist } from "../train/data/fmnist.ts";
 import { loadImageFolder } from "../train/data/imagefolder.ts";
 import { VIT_PRESETS } from "../models/vit.ts";
+import { isSwin, smallSwin, SWIN_PRESETS, type SwinArch } from "../train/backbone.ts";
 import { writeRunCurves } from "./plot.ts";
 
 const USAGE = `Usage: deno run --unstable-webgpu examples/pretrain.ts [options]
@@ -28,7 +29,15 @@ weighted k-NN evaluation of the teacher against a randomly initialised network.
 Options:
   --preset NAME        ${Object.keys(PRESETS).join(" | ")} (default embedded-small)
   --data SOURCE        embedded | fmnist | <folder of class sub-folders> (default: the preset's)
-  --arch NAME          ${Object.keys(VIT_PRESETS).join(" | ")} (default: the preset's small ViT)
+  --arch NAME          ${Object.keys(VIT_PRESETS).join(" | ")} |
+                       ${Object.keys(SWIN_PRESETS).join(" | ")} (default: the preset's small ViT).
+                       A ViT keeps the preset's patch size. A Swin keeps the arch's widths, heads and
+                       depths but is laid out for the global crop size: patch 4 (else 2), as many stages
+                       as leave a last-stage grid of >= 4x4, window = that grid (224 px: the official
+                       Swin-T/7; 32 px: 2 stages, patch 4, 8x8 -> 4x4, window 4; 28 px: 2 stages, patch 2,
+                       14x14 -> 7x7, window 7); the MIM mask grid is the last stage's
+  --pred-start-epoch N epoch at which MIM starts (default: 0 for a ViT; for a Swin epochs/6, as the
+                       official Swin recipe's 50 of 300)
   --epochs N           epochs of the schedules (default: the preset's)
   --steps N            stop after N steps (schedules still span --epochs)
   --batch-size N       images per step (default: the preset's)
@@ -86,6 +95,7 @@ async function main(): Promise<number> {
       seed: { type: "string" },
       backend: { type: "string" },
       "log-every": { type: "string" },
+      "pred-start-epoch": { type: "string" },
       help: { type: "boolean", short: "h" },
     },
     strict: true,
@@ -99,16 +109,37 @@ async function main(): Promise<number> {
   if (!preset) throw new UsageError(`--preset: unknown preset '${presetName}' (${Object.keys(PRESETS).join(", ")})`);
   const cfg: PretrainConfig = structuredClone(preset);
   if (values.arch) {
-    const arch = values.arch as keyof typeof VIT_PRESETS;
-    if (!VIT_PRESETS[arch]) {
-      throw new UsageError(
-        `--arch: '${values.arch}' is not supported by the trainer (${Object.keys(VIT_PRESETS).join(", ")}); ` +
-          "Swin backbones exist as models (models/swin.ts) but are not wired into pretraining yet",
-      );
+    if (isSwin(values.arch)) {
+      if (!(values.arch in SWIN_PRESETS)) {
+        throw new UsageError(`--arch: unknown Swin '${values.arch}' (${Object.keys(SWIN_PRESETS).join(", ")})`);
+      }
+      try {
+        cfg.swin = smallSwin(values.arch as SwinArch, cfg.augment.globalCrops.size);
+      } catch (e) {
+        throw new UsageError(`--arch ${values.arch} with preset ${cfg.name}: ${(e as Error).message}`);
+      }
+    } else {
+      const arch = values.arch as keyof typeof VIT_PRESETS;
+      if (!VIT_PRESETS[arch]) {
+        throw new UsageError(
+          `--arch: unknown '${values.arch}' (${
+            [...Object.keys(VIT_PRESETS), ...Object.keys(SWIN_PRESETS)].join(", ")
+          })`,
+        );
+      }
+      delete cfg.swin;
+      cfg.backbone = { ...cfg.backbone, ...VIT_PRESETS[arch], arch };
     }
-    cfg.backbone = { ...cfg.backbone, ...VIT_PRESETS[arch], arch };
   }
   cfg.epochs = positiveInt("epochs", values.epochs) ?? cfg.epochs;
+  const predStart = values["pred-start-epoch"];
+  if (predStart !== undefined) {
+    const n = Number(predStart);
+    if (!Number.isInteger(n) || n < 0) throw new UsageError(`--pred-start-epoch must be an integer >= 0`);
+    cfg.masking = { ...cfg.masking, predStartEpoch: n };
+  } else if (cfg.swin && cfg.masking.predStartEpoch === undefined) {
+    cfg.masking = { ...cfg.masking, predStartEpoch: Math.floor(cfg.epochs / 6) };
+  }
   cfg.batchSize = positiveInt("batch-size", values["batch-size"]) ?? cfg.batchSize;
   const steps = positiveInt("steps", values.steps);
   const seed = values.seed === undefined ? 0 : Number(values.seed);
@@ -129,9 +160,17 @@ async function main(): Promise<number> {
     );
   }
   const info = (backend as { adapterInfo?: string }).adapterInfo ?? "cpu";
+  const b = cfg.backbone;
+  const sw = cfg.swin;
+  const arch = sw
+    ? `${sw.arch}: patch ${sw.patchSize}, C ${sw.embedDim}, depths ${sw.depths?.join("-")}, heads ` +
+      `${sw.numHeads?.join("-")}, window ${sw.windowSize}, MIM from epoch ${cfg.masking.predStartEpoch ?? 0}`
+    : `${b.arch ?? "ViT"}: patch ${b.patchSize}, D ${b.embedDim ?? VIT_PRESETS.vit_small.embedDim}, depth ${
+      b.depth ?? 12
+    }`;
   console.log(
     `iBOT ${cfg.name}: ${ds.name} (${ds.train.n} train / ${ds.test.n} test, ${ds.numClasses} classes, ` +
-      `${ds.channels}x${ds.size}x${ds.size}), batch ${cfg.batchSize}, ${backend.name} [${info}]`,
+      `${ds.channels}x${ds.size}x${ds.size}), batch ${cfg.batchSize}, ${backend.name} [${info}]\nbackbone ${arch}`,
   );
   const tty = Deno.stdout.isTerminal();
   const line = (p: Progress) =>

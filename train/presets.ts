@@ -4,6 +4,7 @@
  * 28-px Fashion-MNIST) and `imagenet-vit-s16` (the official ViT-S/16 recipe, ibot-spec §7.7).
  */
 import type { VitConfigInput } from "../models/vit.ts";
+import type { SwinBackboneInput } from "./backbone.ts";
 import { AUGMENT_PRESETS, type AugmentConfig } from "./augment.ts";
 import type { MaskOptions } from "./masking.ts";
 import type { IbotHyper } from "./step.ts";
@@ -17,13 +18,21 @@ export interface PretrainConfig {
   name: string;
   /** Default dataset. */
   data: DataName;
-  /** Backbone (a ViT config; `arch` picks a preset size). */
+  /** Backbone (a ViT config; `arch` picks a preset size). Not used when `swin` is set. */
   backbone: Exclude<VitConfigInput, string>;
+  /**
+   * A Swin backbone in place of the ViT (`arch: "swin_*"` and overrides; sizes not given are adapted to the
+   * global crop size, see `train/backbone.ts`).
+   */
+  swin?: SwinBackboneInput;
   /** iBOT head sizes (shared between CLS and patches). */
   head: { hiddenDim: number; bottleneckDim: number; outDim: number; normLastLayer: boolean };
   /** Multi-crop augmentation. */
   augment: AugmentConfig;
-  /** Patch masking of the global crops. */
+  /**
+   * Patch masking of the global crops. `predStartEpoch` (official: 0 for ViT, 50 of 300 epochs for Swin) also
+   * holds the patch teacher temperature at its start value until then.
+   */
   masking: MaskOptions;
   /** Images per step. */
   batchSize: number;
@@ -155,20 +164,25 @@ export function hyperAt(
   const wd = cosine(cfg.weightDecay[0], cfg.weightDecay[1], it, total);
   const momentum = cosine(cfg.momentum[0], cfg.momentum[1], it, total);
   const tt = cfg.teacherTemp;
-  let temp: number;
-  if (tt.perIteration) {
-    const ramp = Math.max(1, Math.round((tt.warmupFraction ?? 0.3) * total));
-    temp = it < ramp ? tt.start + ((tt.end - tt.start) * it) / ramp : tt.end;
-  } else {
+  // `delay` epochs at the start value first: 0 for the CLS temperature, `predStartEpoch` for the patch one.
+  const tempAt = (delay: number) => {
+    if (tt.perIteration) {
+      const j = it - delay * itersPerEpoch;
+      const ramp = Math.max(1, Math.round((tt.warmupFraction ?? 0.3) * total));
+      return j < 0 ? tt.start : j < ramp ? tt.start + ((tt.end - tt.start) * j) / ramp : tt.end;
+    }
+    const e = epoch - delay;
     const we = tt.warmupEpochs ?? 30;
-    temp = epoch < we ? tt.start + ((tt.end - tt.start) * epoch) / Math.max(we - 1, 1) : tt.end;
-  }
+    return e < 0 ? tt.start : e < we ? tt.start + ((tt.end - tt.start) * e) / Math.max(we - 1, 1) : tt.end;
+  };
+  const temp = tempAt(0);
+  const predStart = cfg.masking.predStartEpoch ?? 0;
   return {
     lr,
     wd,
     momentum,
     teacherTemp: temp,
-    teacherPatchTemp: temp,
+    teacherPatchTemp: predStart > 0 ? tempAt(predStart) : temp,
     freezeLastLayer: epoch < cfg.freezeLastLayerEpochs ? 1 : 0,
     epoch,
   };

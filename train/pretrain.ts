@@ -16,8 +16,18 @@ import { fromTyped, zeros } from "../ops/create.ts";
 import * as random from "../ops/random.ts";
 import { slice } from "../ops/api.ts";
 import { head, initHead } from "../models/head.ts";
-import { initVit, vit, type VitConfig, vitConfig, type VitParams } from "../models/vit.ts";
+import type { VitConfig, VitParams } from "../models/vit.ts";
 import type { HeadParams } from "../models/head.ts";
+import {
+  backboneDim,
+  backboneFeatures,
+  type BackboneParams,
+  type BackboneSpec,
+  backboneTokens,
+  initBackbone,
+  maskGrid,
+  resolveBackbone,
+} from "./backbone.ts";
 import { multiCrop, normalize } from "./augment.ts";
 import { adamwInit } from "./optim.ts";
 import { type IbotHyper, type IbotMetrics, type IbotState, ibotStep } from "./step.ts";
@@ -107,7 +117,7 @@ export interface PretrainResult {
   compileSeconds: number;
 }
 
-type State = IbotState<VitParams, HeadParams>;
+type State = IbotState<BackboneParams, HeadParams>;
 
 /**
  * Thrown by `pretrain` when the loss stops being finite; the message names the step and the last good
@@ -128,19 +138,38 @@ export class NonFiniteLossError extends Error {
   override name = "NonFiniteLossError";
 }
 
-/** The backbone configuration of a preset. */
+/**
+ * The ViT configuration of a ViT preset (`resolveBackbone` handles both kinds; this throws for a Swin preset).
+ */
 export function backboneConfig(cfg: PretrainConfig, ds: Pick<Dataset, "channels" | "size">): VitConfig {
-  return vitConfig({ ...cfg.backbone, inChans: ds.channels, imgSize: ds.size, dropPathRate: cfg.dropPath });
+  const spec = resolveBackbone(cfg, ds);
+  if (spec.kind !== "vit") throw new TypeError(`backboneConfig: preset ${cfg.name} has a Swin backbone`);
+  return spec.config;
 }
 
-/** A fresh state: student and teacher (a copy without `masked_embed`), AdamW, zero centers, the key. */
-export function initState(cfg: PretrainConfig, vc: VitConfig, key: Tensor): State {
+/** A resolved backbone of either kind, from a ViT config or a `BackboneSpec`. */
+function specOf(b: VitConfig | BackboneSpec): BackboneSpec {
+  return "kind" in b ? b : { kind: "vit", config: b };
+}
+
+/**
+ * A fresh state: student and teacher (a copy without `masked_embed`), AdamW, zero centers, the key. Takes a
+ * ViT config or a resolved `BackboneSpec` (ViT or Swin).
+ */
+export function initState(cfg: PretrainConfig, vc: VitConfig, key: Tensor): IbotState<VitParams, HeadParams>;
+export function initState(cfg: PretrainConfig, spec: VitConfig | BackboneSpec, key: Tensor): State;
+export function initState(cfg: PretrainConfig, b: VitConfig | BackboneSpec, key: Tensor): State {
+  const spec = specOf(b);
   const [kb, kh, kstate] = random.split(key, 3);
-  const student = { backbone: initVit(kb, vc), head: initHead(kh, { inDim: vc.embedDim, ...cfg.head }) };
-  const { masked_embed: _unused, ...tb } = student.backbone as VitParams & { masked_embed?: Tensor };
+  const student = {
+    backbone: initBackbone(kb, spec),
+    head: initHead(kh, { inDim: backboneDim(spec), ...cfg.head }),
+  };
+  // The teacher has no mask token: `masked_embed` is outside the EMA (spec §7.4).
+  const { masked_embed: _unused, ...tb } = student.backbone as BackboneParams & { masked_embed?: Tensor };
   const copy = (t: Tensor) => slice(t, t.shape.map(() => 0)).add(0); // a distinct buffer with equal values
   const teacher = {
-    backbone: treeMap(copy, tb) as unknown as VitParams,
+    backbone: treeMap(copy, tb) as unknown as BackboneParams,
     head: treeMap(copy, student.head) as unknown as HeadParams,
   };
   const K = cfg.head.outDim;
@@ -154,17 +183,22 @@ export function initState(cfg: PretrainConfig, vc: VitConfig, key: Tensor): Stat
   };
 }
 
-/** Teacher CLS features (after the final norm) of a split, normalised as in training, `[n, D]`. */
-async function features(
-  params: VitParams,
-  vc: VitConfig,
+/**
+ * Teacher features of a split, `[n, D]`: the CLS token (ViT) or the average-pooled token (Swin) after the final
+ * norm, of the images normalised as in training.
+ */
+export async function knnFeatures(
+  params: BackboneParams,
+  b: VitConfig | BackboneSpec,
   ds: Dataset,
   split: "train" | "test",
-  cfg: PretrainConfig,
+  cfg: Pick<PretrainConfig, "augment">,
   backend: Backend,
   limit?: number,
 ): Promise<Tensor> {
-  const fwd = jit((p: VitParams, x: Tensor) => vit(p, normalize(x, cfg.augment.mean, cfg.augment.std), { ...vc }));
+  const spec = specOf(b);
+  const { mean, std } = cfg.augment;
+  const fwd = jit((p: BackboneParams, x: Tensor) => backboneFeatures(spec, p, normalize(x, mean, std)));
   try {
     return await mapSplit(ds, split, backend, (x) => fwd(params, x), limit);
   } finally {
@@ -172,18 +206,18 @@ async function features(
   }
 }
 
-/** k-NN top-1 of a backbone on a dataset (features of the train split against the test split). */
+/** k-NN top-1 of a backbone (ViT or Swin) on a dataset (features of the train split against the test split). */
 export async function evaluateKnn(
-  params: VitParams,
-  vc: VitConfig,
+  params: BackboneParams,
+  vc: VitConfig | BackboneSpec,
   ds: Dataset,
-  cfg: PretrainConfig,
+  cfg: Pick<PretrainConfig, "augment">,
   backend: Backend,
   ks: number[],
   testLimit?: number,
 ): Promise<Record<number, number>> {
-  const train = await features(params, vc, ds, "train", cfg, backend);
-  const test = await features(params, vc, ds, "test", cfg, backend, testLimit);
+  const train = await knnFeatures(params, vc, ds, "train", cfg, backend);
+  const test = await knnFeatures(params, vc, ds, "test", cfg, backend, testLimit);
   const n = Math.min(ds.test.n, testLimit ?? ds.test.n);
   const acc = await knnAccuracy(train, ds.train.labels, test, ds.test.labels.subarray(0, n), ds.numClasses, {
     ks: ks.filter((k) => k <= ds.train.n),
@@ -215,7 +249,7 @@ export async function evaluateKnn(
  */
 export async function pretrain(cfg: PretrainConfig, ds: Dataset, opts: PretrainOptions): Promise<PretrainResult> {
   const { backend, seed } = opts;
-  const vc = backboneConfig(cfg, ds);
+  const vc = resolveBackbone(cfg, ds);
   const itersPerEpoch = stepsPerEpoch(ds.train.n, cfg.batchSize);
   if (itersPerEpoch === 0) {
     throw new RangeError(
@@ -248,11 +282,12 @@ export async function pretrain(cfg: PretrainConfig, ds: Dataset, opts: PretrainO
     }
   }
 
-  const gh = Math.floor(cfg.augment.globalCrops.size / vc.patchSize);
+  // The MIM mask grid: the patch grid of a ViT, the last stage's grid of a Swin (spec §2.5).
+  const [gh, gw] = maskGrid(vc, cfg.augment.globalCrops.size);
   const step: Jitted<[State, { images: Tensor; masks: Tensor[] }, IbotHyper], { state: State; metrics: IbotMetrics }> =
     jit(
-      ibotStep<VitParams, HeadParams>({
-        backbone: (p, images, o) => vit(p, images, { ...vc, returnAllTokens: true, ...o }),
+      ibotStep<BackboneParams, HeadParams>({
+        backbone: (p, images, o) => backboneTokens(vc, p, images, o),
         head: (h, tokens) => head(h, tokens, { normLastLayer: cfg.head.normLastLayer }),
         globalCrops: cfg.augment.globalCrops.number,
         studentTemp: cfg.studentTemp,
@@ -266,7 +301,7 @@ export async function pretrain(cfg: PretrainConfig, ds: Dataset, opts: PretrainO
     sampleCropMasks(
       hostFoldIn(maskKey, iteration),
       b,
-      Array.from({ length: cfg.augment.globalCrops.number }, () => [gh, gh] as const),
+      Array.from({ length: cfg.augment.globalCrops.number }, () => [gh, gw] as const),
       { ...cfg.masking, epoch: Math.floor(iteration / itersPerEpoch) },
       backend,
     );

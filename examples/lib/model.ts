@@ -87,6 +87,7 @@ export async function loadBackbone(src: BackboneSource, backend: Backend): Promi
   if (given !== 1) throw new UsageError("give exactly one of --checkpoint FILE, --weights FILE or --random");
   if (src.random) {
     const cfg = presetOf(src.preset);
+    if (cfg.swin) throw new UsageError(`--random: preset ${cfg.name} has a Swin backbone (ViT only here)`);
     const config = backboneConfig(cfg, { channels: cfg.augment.channels, size: cfg.backbone.imgSize ?? 224 });
     const { masked_embed: _m, ...params } = initVit(random.key(src.seed ?? 0, backend), config);
     _m?.dispose();
@@ -110,6 +111,12 @@ async function fromCheckpoint(path: string, backend: Backend, student: boolean):
   }
   const meta = JSON.parse(file.metadata.meta) as { config?: PretrainConfig; preset?: string; iteration: number };
   const cfg = meta.config ?? presetOf(meta.preset);
+  if (cfg.swin) {
+    throw new UsageError(
+      `--checkpoint ${path}: a Swin (${cfg.swin.arch}) checkpoint; this example takes ViTs only (k-NN of a Swin: ` +
+        "examples/knn.ts)",
+    );
+  }
   // The data set's channels and image size are not in the config: read them off the stored tensors.
   const pos = file.tensors.get("teacher.backbone.pos_embed");
   const patch = file.tensors.get("teacher.backbone.patch_embed.proj.weight");

@@ -90,10 +90,12 @@ export {
 export {
   head,
   type HeadConfig,
+  headFeatures,
   type HeadLinear,
   type HeadOptions,
   type HeadParams,
   headParamShapes,
+  headPrototypes,
   initHead,
   type InitHeadOptions,
   weightNormWeight,

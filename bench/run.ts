@@ -7,6 +7,7 @@
  * - `matmul`: eager matmul GFLOP/s against tfjs-webgpu and jax-js on the same adapter (`bench/matmul.ts`).
  * - `vit_step`: a tiny-ViT forward+backward, eager vs `jit`, and its compile time (`bench/vit_step.ts`).
  * - `vit_forward`: a ViT-S/16 forward, batch 8, 224 px, against the offline PyTorch reference (`bench/vit_forward.ts`).
+ * - `ibot_step`: one full fmnist-tiny iBOT training step, its compile time and GPU profile (`bench/ibot_step.ts`).
  *
  * @module
  */
@@ -19,6 +20,7 @@ const BENCHES = {
   matmul: () => import("./matmul.ts"),
   vit_step: () => import("./vit_step.ts"),
   vit_forward: () => import("./vit_forward.ts"),
+  ibot_step: () => import("./ibot_step.ts"),
 } as const;
 type Name = keyof typeof BENCHES;
 

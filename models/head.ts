@@ -152,7 +152,7 @@ export function weightNormWeight(last: HeadParams["last_layer"], normLastLayer =
 /**
  * The head on tokens of any shape `[..., D]` (CLS tokens `[B, D]` or patch tokens `[B, N, D]`): the MLP with
  * exact GELU between layers, `F.normalize` (eps 1e-12) of the bottleneck, then the weight-normalised
- * prototype layer. Returns logits `[..., K]`.
+ * prototype layer. Returns logits `[..., K]`. Equal to `headPrototypes(params, headFeatures(params, tokens))`.
  *
  * @example
  * ```ts
@@ -162,6 +162,22 @@ export function weightNormWeight(last: HeadParams["last_layer"], normLastLayer =
  * ```
  */
 export function head(params: HeadParams, tokens: Tensor, opts: HeadOptions = {}): Tensor {
+  return headPrototypes(params, headFeatures(params, tokens), opts);
+}
+
+/**
+ * The head up to its last layer: the MLP and the l2-normalised bottleneck, `[..., D]` → `[..., bottleneck]`.
+ * The prototype layer is linear without bias, so the mean of the logits over tokens equals
+ * `headPrototypes` of the mean of these features (the iBOT step computes its patch center that way).
+ *
+ * @example
+ * ```ts
+ * import { headFeatures, initHead, random, zeros } from "./mod.ts";
+ * const p = initHead(random.key(0), { inDim: 48, hiddenDim: 64, bottleneckDim: 32, outDim: 128 });
+ * headFeatures(p, zeros([2, 17, 48])).shape; // [2, 17, 32]
+ * ```
+ */
+export function headFeatures(params: HeadParams, tokens: Tensor): Tensor {
   const layers = mlpLayers(params.mlp);
   const inDim = layers[0].weight.shape[1];
   if (tokens.rank < 1 || tokens.shape[tokens.rank - 1] !== inDim) {
@@ -172,6 +188,23 @@ export function head(params: HeadParams, tokens: Tensor, opts: HeadOptions = {})
     x = nn.linear(x, l.weight, l.bias);
     if (i < layers.length - 1) x = nn.gelu(x);
   });
-  x = nn.l2Normalize(x, -1, 1e-12);
-  return nn.linear(x, weightNormWeight(params.last_layer, opts.normLastLayer ?? true));
+  return nn.l2Normalize(x, -1, 1e-12);
+}
+
+/**
+ * The head's weight-normalised prototype layer on bottleneck features `[..., bottleneck]` → logits `[..., K]`.
+ *
+ * @example
+ * ```ts
+ * import { headPrototypes, initHead, random, zeros } from "./mod.ts";
+ * const p = initHead(random.key(0), { inDim: 48, hiddenDim: 64, bottleneckDim: 32, outDim: 128 });
+ * headPrototypes(p, zeros([5, 32])).shape; // [5, 128]
+ * ```
+ */
+export function headPrototypes(params: HeadParams, features: Tensor, opts: HeadOptions = {}): Tensor {
+  const w = weightNormWeight(params.last_layer, opts.normLastLayer ?? true);
+  if (features.rank < 1 || features.shape[features.rank - 1] !== w.shape[1]) {
+    throw new RangeError(`head: features ${fmt(features.shape)} do not end in the bottleneck width ${w.shape[1]}`);
+  }
+  return nn.linear(features, w);
 }

@@ -302,21 +302,31 @@ const scatterAdd: Rule<"scatterAdd"> = {
   vjp: (g, [_u, idx], _y, { axis }) => [api.gather(g, idx, axis), null],
   wgsl: {
     kind: "kernel",
-    // One thread per output element scanning all indices: no float atomics needed, deterministic order.
+    // One thread per destination row (and chunk of up to 128 trailing elements) scans the indices once and
+    // adds every matching update row: no float atomics, a deterministic order, and the index scan is shared
+    // by the whole row instead of repeated for each of its elements.
     build: ([u, ia], out, { axis, size: dim }) => {
       const post = size(out.shape.slice(axis + 1));
+      const pre = size(out.shape.slice(0, axis));
       const nIdx = size(ia.shape);
-      const n = size(out.shape);
+      const chunk = Math.min(post, 128);
+      const chunks = Math.ceil(post / chunk);
+      const n = pre * dim * chunks;
       const t = wgslType(u.dtype);
       const body = `
-  let q = gid % ${post}u;
-  let s = i32((gid / ${post}u) % ${dim}u);
-  let p = gid / ${post * dim}u;
-  var acc = ${t}(0);
+  let c = gid % ${chunks}u;
+  let s = (gid / ${chunks}u) % ${dim}u;
+  let p = gid / ${chunks * dim}u;
+  let q0 = c * ${chunk}u;
+  let q1 = min(q0 + ${chunk}u, ${post}u);
+  let dst = (p * ${dim}u + s) * ${post}u;
+  for (var q = q0; q < q1; q++) { out[dst + q] = ${t}(0); }
   for (var j = 0u; j < ${nIdx}u; j++) {
-    if (clamp(in1[j], 0i, ${dim - 1}i) == s) { acc += in0[(p * ${nIdx}u + j) * ${post}u + q]; }
-  }
-  out[gid] = acc;`;
+    if (u32(clamp(in1[j], 0i, ${dim - 1}i)) == s) {
+      let src = (p * ${nIdx}u + j) * ${post}u;
+      for (var q = q0; q < q1; q++) { out[dst + q] += in0[src + q]; }
+    }
+  }`;
       return { code: perThreadKernel([u.dtype, "int32"], out.dtype, n, body), threads: n, workgroupSize: WG };
     },
   },

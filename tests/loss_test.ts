@@ -8,6 +8,8 @@ import assert from "node:assert/strict";
 import fc from "npm:fast-check@4.10.2";
 import { type Backend, cpu, fromTyped, jit, loadSafetensors, type Tensor, tensor, vjp } from "../mod.ts";
 import { ibotLoss, type IbotLossInput } from "../train/loss.ts";
+import { maskSelection } from "../train/masking.ts";
+import * as api from "../ops/api.ts";
 import { assertClose, checkVjp, gpu, randArray, readAll, rng, RUNS } from "./util.ts";
 
 const FIX = new URL("./fixtures/rgb/", import.meta.url).pathname;
@@ -49,6 +51,47 @@ Deno.test("ibotLoss: the PyTorch fixture (total 6.072866 = cls 3.675290 + patch 
     const names = ["loss", "cls", "patch", "center", "center2"];
     got.forEach((g, k) => assertClose(g, want[k], 1e-4, 1e-6, `${backend.name} ${names[k]}`));
     assertClose(got[0], [6.072866], 1e-6, 0, "total (README)");
+  }
+});
+
+Deno.test("ibotLoss: maskedPatches (logits at the masked rows only, padded) gives the fixture's loss, patch and center2", async () => {
+  for (const backend of [cpu, await gpu()]) {
+    const { input, expected } = await fixture(backend);
+    const [B, N, K] = input.teacherPatch[0].shape;
+    const rows = (ts: Tensor[]) => api.reshape(api.concat(ts, 0), [2 * B * N, K]);
+    const host = (await readAll(input.masks)).map((m) => Uint8Array.from(m));
+    const sel = maskSelection(host, B, 2 * B * N + 5);
+    const index = fromTyped(sel.index, [sel.index.length], "int32", backend);
+    const { studentPatch, teacherPatch, masks: _masks, ...rest } = input;
+    const out = ibotLoss({
+      ...rest,
+      maskedPatches: {
+        student: api.gather(rows(studentPatch), index, 0),
+        teacher: api.gather(rows(teacherPatch), index, 0),
+        weight: fromTyped(sel.weight, [sel.weight.length], "float32", backend),
+        images: 2 * B,
+        teacherMean: api.mean(rows(teacherPatch), 0, true),
+      },
+    });
+    const got = await readAll([out.loss, out.cls, out.patch, out.center, out.center2]);
+    const want = await readAll(expected);
+    ["loss", "cls", "patch", "center", "center2"].forEach((name, k) =>
+      assertClose(got[k], want[k], 1e-4, 1e-6, `${backend.name} ${name}`)
+    );
+    assert.throws(
+      () =>
+        ibotLoss({
+          ...rest,
+          maskedPatches: {
+            student: index,
+            teacher: index,
+            weight: index,
+            images: 1,
+            teacherMean: index,
+          },
+        }),
+      /maskedPatches needs student and teacher \[C, K\]/,
+    );
   }
 });
 

@@ -2,7 +2,8 @@
  * Mask generation (train/masking.ts): the host Threefry stream equals the device PRNG; block masks keep the
  * official bounds (count ≤ ⌊high⌋, accepted blocks add 1..remaining cells, strict h < Gh and w < Gw, target
  * area ≥ the minimum block area whenever the remaining count allows it); the statistics of spec §5.3; the
- * per-crop prediction ratio and pred_start_epoch; rand masks; determinism per key; bool tensors on both backends.
+ * per-crop prediction ratio and pred_start_epoch; rand masks; determinism per key; bool tensors on both backends;
+ * the masked-row selection of the sparse MIM loss and its capacities.
  */
 import assert from "node:assert/strict";
 import fc from "npm:fast-check@4.10.2";
@@ -14,6 +15,8 @@ import {
   hostKey,
   HostRng,
   hostSplit,
+  maskCapacity,
+  maskSelection,
   minBlockArea,
   pyRound,
   randMask,
@@ -187,3 +190,55 @@ Deno.test("sampleMasks: bool [B, Gh, Gw], deterministic per key, different acros
   const [c0, c1] = await readAll(crops);
   assert.notDeepEqual(Array.from(c0), Array.from(c1));
 });
+
+Deno.test("maskSelection lists exactly the masked cells as token rows with 1/count weights; capacities bound real batches", () => {
+  fc.assert(
+    fc.property(
+      fc.integer({ min: 1, max: 6 }),
+      fc.integer({ min: 1, max: 3 }),
+      fc.integer({ min: 1, max: 12 }),
+      fc.integer({ min: 0, max: 2 }),
+      fc.integer({ min: 0, max: 2 ** 31 - 1 }),
+      (batch, crops, n, lead, seed) => {
+        const rng = new HostRng(hostKey(seed));
+        const masks = Array.from(
+          { length: crops },
+          () => Uint8Array.from({ length: batch * n }, () => +(rng.uniform() < 0.4)),
+        );
+        const total = masks.reduce((a, m) => a + count(m), 0);
+        const sel = maskSelection(masks, batch, total + 3, lead);
+        assert.equal(sel.count, total);
+        const seen = new Set<number>();
+        for (let i = 0; i < sel.count; i++) {
+          const row = sel.index[i];
+          const image = Math.floor(row / (lead + n));
+          const p = row % (lead + n) - lead;
+          const c = Math.floor(image / batch);
+          const b = image % batch;
+          assert.ok(p >= 0 && masks[c][b * n + p] === 1, `row ${row} is a masked patch`);
+          const masked = count(masks[c].subarray(b * n, (b + 1) * n));
+          assert.ok(Math.abs(sel.weight[i] - 1 / masked) < 1e-7);
+          seen.add(row);
+        }
+        assert.equal(seen.size, total, "no row twice");
+        for (let i = sel.count; i < sel.index.length; i++) assert.ok(sel.index[i] === 0 && sel.weight[i] === 0);
+        if (total > 0) assert.throws(() => maskSelection(masks, batch, total - 1, lead), /more than .* masked patches/);
+      },
+    ),
+    { numRuns: RUNS },
+  );
+  // The default recipe on 7x7 grids: `max` is a hard bound, `typical` covers every sampled batch.
+  const cap = maskCapacity(2 * 64, 49);
+  assert.deepEqual(cap.max, 2 * 64 * 24);
+  let highest = 0;
+  for (let s = 0; s < 20; s++) {
+    const masks = sampleCropMasksHost(s, 64);
+    highest = Math.max(highest, masks.reduce((a, m) => a + count(m), 0));
+  }
+  assert.ok(highest <= cap.typical && cap.typical < cap.max, `highest ${highest}, capacities ${JSON.stringify(cap)}`);
+  assert.equal(maskCapacity(10, 49, { predRatio: 0.5, predRatioVar: 0 }).max, 10 * 24);
+});
+
+function sampleCropMasksHost(seed: number, batch: number): Uint8Array[] {
+  return [0, 1].map((c) => sampleMasksHost(hostFoldIn(hostKey(seed), c), batch, 7, 7));
+}

@@ -310,6 +310,20 @@ const shapePair = fc.oneof(
 const prop = <T>(arb: fc.Arbitrary<T>, f: (v: T) => void) =>
   fc.assert(fc.property(arb, f), { numRuns: 100, seed: SEED });
 
+Deno.test("scatterAdd on WebGPU: long rows (split into chunks), repeated and unordered indices, equal the CPU", async () => {
+  const backend = await gpu();
+  const [pre, nIdx, post, dim] = [2, 7, 300, 5];
+  const updates = Float32Array.from({ length: pre * nIdx * post }, (_, i) => Math.sin(i) * 3);
+  const idx = Int32Array.of(4, 0, 4, 2, 9, -3, 4); // clamped: 9 → 4, -3 → 0; row 1 and 3 get nothing
+  const run = (b: Backend) =>
+    api.scatterAdd(tensor(updates, { shape: [pre, nIdx, post], backend: b }), tensor(idx, { dtype: "int32", backend: b }), 1, dim);
+  const [want, got] = await readAll([run(cpu), run(backend)]);
+  assert.equal(got.length, pre * dim * post);
+  for (let i = 0; i < want.length; i++) {
+    assert.ok(Math.abs(got[i] - want[i]) <= 1e-5 * (1 + Math.abs(want[i])), `element ${i}`);
+  }
+});
+
 Deno.test("shape rules", async (t) => {
   await t.step("binary and comparison ops broadcast like NumPy, symmetrically", () => {
     prop(fc.tuple(fc.constantFrom(...BINARY, ...COMPARE), shapePair), ([op, [a, b]]) => {

@@ -9,10 +9,14 @@ import assert from "node:assert/strict";
 import {
   type Backend,
   cpu,
+  fromTyped,
   head,
+  headFeatures,
   type HeadParams,
+  headPrototypes,
   jit,
   loadSafetensors,
+  masking,
   random,
   type Tensor,
   tree,
@@ -23,7 +27,7 @@ import {
 import * as api from "../ops/api.ts";
 import { ibotLoss } from "../train/loss.ts";
 import { adamwInit } from "../train/optim.ts";
-import { type IbotHyper, type IbotState, ibotStep } from "../train/step.ts";
+import { type IbotBatch, type IbotHyper, type IbotState, ibotStep } from "../train/step.ts";
 import { gpu, readAll } from "./util.ts";
 
 const RGB = new URL("./fixtures/rgb/", import.meta.url).pathname;
@@ -86,12 +90,32 @@ function lossOf(student: Net, teacher: Net, center: Tensor, center2: Tensor, bat
   return [out.loss, out] as const;
 }
 
-/** The production step (train/step.ts) on the fixture model: ViT backbone with all tokens, shared head. */
+/**
+ * The production step (train/step.ts) on the fixture model: ViT backbone with all tokens, shared head. The
+ * sparse variant runs the head and the MIM loss on the masked patches only (`batch.maskSelection`).
+ */
 const trainStep = ibotStep<VitParams, HeadParams>({
   backbone: (p, images, o) => vit(p, images, { numHeads: NUM_HEADS, returnAllTokens: true, ...o }),
   head: (h, tokens) => head(h, tokens),
+  headFeatures,
+  headPrototypes,
   globalCrops: 2,
 });
+
+/** The batch with `maskSelection` built from its masks (on the host, as `train/pretrain.ts` does). */
+async function withSelection(batch: Batch, backend: Backend): Promise<IbotBatch> {
+  const [B, gh, gw] = batch.masks[0].shape;
+  const host = (await readAll(batch.masks)).map((m) => Uint8Array.from(m));
+  const sel = masking.maskSelection(host, B, 2 * B * gh * gw, 1);
+  assert.ok(sel.count > 0, "the fixture masks some patches");
+  return {
+    ...batch,
+    maskSelection: {
+      index: fromTyped(sel.index, [sel.index.length], "int32", backend),
+      weight: fromTyped(sel.weight, [sel.weight.length], "float32", backend),
+    },
+  };
+}
 
 async function load(backend: Backend) {
   const f = (name: string) => loadSafetensors(`${RGB}${name}.safetensors`, { backend });
@@ -177,10 +201,11 @@ Deno.test("trajectory: d loss_total / d student params matches grad.* (CPU and W
   }
 });
 
-for (const kind of ["nofreeze", "freeze"] as const) {
-  Deno.test(`trajectory: 3 jitted iterations (${kind}) match the PyTorch trajectory (CPU and WebGPU)`, async () => {
+for (const [kind, mode] of [["nofreeze", "dense"], ["freeze", "dense"], ["nofreeze", "sparse"]] as const) {
+  Deno.test(`trajectory: 3 jitted iterations (${kind}, ${mode} MIM) match the PyTorch trajectory (CPU and WebGPU)`, async () => {
     for (const backend of [cpu, await gpu()]) {
       const f = await load(backend);
+      const batch = mode === "sparse" ? await withSelection(f.batch, backend) : f.batch;
       const traj = f.trajectories[kind];
       const cfg = JSON.parse(traj.metadata.trajectory) as {
         lr: number[];
@@ -210,7 +235,7 @@ for (const kind of ["nofreeze", "freeze"] as const) {
           teacherPatchTemp: cfg.teacher_patch_temp[it],
           freezeLastLayer: cfg.epochs[it] < cfg.freeze_last_layer ? 1 : 0,
         };
-        const out = step(s, f.batch, hp);
+        const out = step(s, batch, hp);
         losses.push(out.metrics.loss, out.metrics.cls, out.metrics.patch);
         s = out.state;
       }
@@ -236,7 +261,7 @@ for (const kind of ["nofreeze", "freeze"] as const) {
       const st = await assertFairTree(s.student, want, "student.", 3e-3, `${backend.name} ${kind} student`);
       const te = await assertFairTree(s.teacher, want, "teacher.", 3e-3, `${backend.name} ${kind} teacher`);
       console.log(
-        `  ${backend.name} ${kind}: losses max rel err ${Math.max(...lossErr).toExponential(2)}; student ` +
+        `  ${backend.name} ${kind} ${mode}: losses max rel err ${Math.max(...lossErr).toExponential(2)}; student ` +
           `${st.bad}/${st.total} outside, worst ${st.worst.toExponential(2)}; teacher ${te.bad}/${te.total}, ` +
           `worst ${te.worst.toExponential(2)}`,
       );

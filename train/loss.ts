@@ -22,6 +22,11 @@ export interface IbotLossInput {
   teacherPatch?: readonly Tensor[];
   /** Masks (true = masked), bool (or 0/1 float) `[B, N]` or `[B, Gh, Gw]`, one per global view. Omitted: none masked. */
   masks?: readonly Tensor[];
+  /**
+   * Sparse MIM, instead of `studentPatch`/`teacherPatch`/`masks`: the logits at the masked patches only (the
+   * only ones the MIM terms read), which spares the head and the loss the unmasked patches.
+   */
+  maskedPatches?: MaskedPatchLogits;
   /** CLS center `[1, K]`. */
   center: Tensor;
   /** Patch center `[1, 1, K]`. */
@@ -40,6 +45,24 @@ export interface IbotLossInput {
   lambda1?: Operand;
   /** Weight of the MIM (patch) loss (default 1). */
   lambda2?: Operand;
+}
+
+/**
+ * Patch logits at a selection of masked patches (all global views together), for `IbotLossInput.maskedPatches`.
+ * Gives the same `patch` and `center2` as the dense form when `weight` is 1/max(#masked, 1) of each row's
+ * image-view and `teacherMean` is the mean of the raw teacher patch logits over all patches of all views.
+ */
+export interface MaskedPatchLogits {
+  /** Student logits at the selected patches `[C, K]` (from the masked input). */
+  student: Tensor;
+  /** Teacher logits at the same patches `[C, K]`. */
+  teacher: Tensor;
+  /** Row weights `[C]`: 1/max(#masked patches of the row's image-view, 1); 0 for padding rows. */
+  weight: Tensor;
+  /** Image-views the MIM mean runs over (global views × batch). */
+  images: number;
+  /** Mean of the raw teacher patch logits over all patches of all image-views, `[1, K]` (for `center2`). */
+  teacherMean: Tensor;
 }
 
 /** Outputs of `ibotLoss`: scalar losses (only `loss` carries the gradient of interest) and the new centers. */
@@ -144,9 +167,11 @@ export function ibotLoss(input: IbotLossInput): IbotLossOutput {
   const centerOut = api.stopGradient(newCenter);
 
   // ---- MIM: same-view masked-patch distillation over the global views.
+  if (input.maskedPatches) {
+    return withPatch(cls, centerOut, maskedPatchTerm(input.maskedPatches, input, { tauS, tauTP, lambda2, dtype }));
+  }
   if (studentPatch.length === 0 && teacherPatch.length === 0) {
-    const patch = api.zerosLike(cls);
-    return { loss: api.add(cls, patch), cls, patch, center: centerOut, center2: api.stopGradient(input.center2) };
+    return withPatch(cls, centerOut, { patch: api.zerosLike(cls), center2: api.stopGradient(input.center2) });
   }
   // Patch views come one per global view, or already concatenated along the batch as a single [ng·B, N, K]
   // view (with one [ng·B, ...] mask): the MIM term is a mean over images, so the two forms are equal.
@@ -163,19 +188,14 @@ export function ibotLoss(input: IbotLossInput): IbotLossOutput {
   const [, N, KP] = teacherPatch[0].shape;
   checkViews("teacherPatch", teacherPatch, [VB, N, KP]);
   checkViews("studentPatch", studentPatch, [VB, N, KP]);
-  if (input.center2.shape.join() !== [1, 1, KP].join()) {
-    throw new RangeError(`ibotLoss: center2 is ${fmt(input.center2.shape)}, expected [1,1,${KP}]`);
-  }
-  const center2 = api.stopGradient(input.center2);
+  checkCenter2(input.center2, KP);
   const tPatch = api.stopGradient(api.concat(teacherPatch, 0)); // [ng·B, N, K]
   let patch: Tensor;
   const masks = input.masks ?? [];
   if (masks.length === 0) {
     patch = api.zerosLike(cls); // nothing masked: every MIM term is 0
   } else {
-    const TP = softmax(api.div(api.sub(tPatch, center2), tauTP), -1);
-    const SP = logSoftmax(api.div(api.concat(studentPatch, 0), tauS), -1);
-    const ce = api.neg(api.sum(api.mul(TP, SP), -1)); // [ng·B, N]
+    const ce = patchCrossEntropy(tPatch, api.concat(studentPatch, 0), input.center2, tauTP, tauS); // [ng·B, N]
     if (masks.length < nv) throw new RangeError(`ibotLoss: ${masks.length} masks for ${ng} global views`);
     const m = api.concat(
       masks.slice(0, nv).map((mk, i) => {
@@ -191,6 +211,53 @@ export function ibotLoss(input: IbotLossInput): IbotLossOutput {
   }
   patch = api.mul(patch, lambda2);
   const batchCenter2 = api.reshape(api.mean(api.mean(tPatch, 1), 0, true), [1, 1, KP]);
-  const newCenter2 = momentumUpdate(input.center2, batchCenter2, op(input.centerMomentum2, 0.9));
-  return { loss: api.add(cls, patch), cls, patch, center: centerOut, center2: api.stopGradient(newCenter2) };
+  const center2 = momentumUpdate(input.center2, batchCenter2, op(input.centerMomentum2, 0.9));
+  return withPatch(cls, centerOut, { patch, center2: api.stopGradient(center2) });
+}
+
+function withPatch(cls: Tensor, center: Tensor, p: { patch: Tensor; center2: Tensor }): IbotLossOutput {
+  return { loss: api.add(cls, p.patch), cls, patch: p.patch, center, center2: p.center2 };
+}
+
+function checkCenter2(center2: Tensor, K: number): void {
+  if (center2.shape.join() !== [1, 1, K].join()) {
+    throw new RangeError(`ibotLoss: center2 is ${fmt(center2.shape)}, expected [1,1,${K}]`);
+  }
+}
+
+/** `−Σ_k softmax((t − center2)/τtp)_k · log_softmax(s/τs)_k` over the last axis (teacher and center constant). */
+function patchCrossEntropy(teacher: Tensor, student: Tensor, center2: Tensor, tauTP: Operand, tauS: Operand): Tensor {
+  const K = teacher.shape[teacher.rank - 1];
+  const c2 = api.reshape(api.stopGradient(center2), [K]);
+  const TP = softmax(api.div(api.sub(api.stopGradient(teacher), c2), tauTP), -1);
+  const SP = logSoftmax(api.div(student, tauS), -1);
+  return api.neg(api.sum(api.mul(TP, SP), -1));
+}
+
+/** The MIM term and new patch center from logits at the masked patches only (`IbotLossInput.maskedPatches`). */
+function maskedPatchTerm(
+  mp: MaskedPatchLogits,
+  input: IbotLossInput,
+  o: { tauS: Operand; tauTP: Operand; lambda2: Operand; dtype: Tensor["dtype"] },
+): { patch: Tensor; center2: Tensor } {
+  const [C, K] = mp.teacher.shape;
+  if (mp.teacher.rank !== 2 || mp.student.shape.join() !== [C, K].join() || mp.weight.shape.join() !== `${C}`) {
+    throw new RangeError(
+      `ibotLoss: maskedPatches needs student and teacher [C, K] and weight [C]; got ${fmt(mp.student.shape)}, ` +
+        `${fmt(mp.teacher.shape)} and ${fmt(mp.weight.shape)}`,
+    );
+  }
+  if (mp.teacherMean.shape.join() !== [1, K].join()) {
+    throw new RangeError(`ibotLoss: maskedPatches.teacherMean is ${fmt(mp.teacherMean.shape)}, expected [1,${K}]`);
+  }
+  if (!(Number.isInteger(mp.images) && mp.images > 0)) {
+    throw new RangeError(`ibotLoss: maskedPatches.images must be a positive integer, got ${mp.images}`);
+  }
+  checkCenter2(input.center2, K);
+  const ce = patchCrossEntropy(mp.teacher, mp.student, input.center2, o.tauTP, o.tauS); // [C]
+  const weighted = api.sum(api.mul(ce, api.cast(mp.weight, o.dtype)));
+  const patch = api.mul(api.div(weighted, mp.images), o.lambda2);
+  const batchCenter2 = api.reshape(api.stopGradient(mp.teacherMean), [1, 1, K]);
+  const center2 = momentumUpdate(input.center2, batchCenter2, asOperand(input.centerMomentum2 ?? 0.9, o.dtype));
+  return { patch, center2: api.stopGradient(center2) };
 }

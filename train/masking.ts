@@ -363,3 +363,98 @@ export function sampleCropMasks(
 ): Tensor[] {
   return grids.map(([gh, gw], c) => sampleMasks(hostFoldIn(key, c), batch, gh, gw, opts, backend));
 }
+
+/** The masked positions of a batch's global crops, for the sparse MIM loss (`IbotBatch.maskSelection`). */
+export interface HostMaskSelection {
+  /**
+   * Token row of each selected patch among the `[crops·B·(L + N)]` rows of the crops' tokens (crop-major, then
+   * image, then token; L leading tokens such as CLS come before each image's N patches); 0 pads.
+   */
+  index: Int32Array;
+  /** 1/max(#masked patches of the row's image-crop, 1) per selected row; 0 on padding rows. */
+  weight: Float32Array;
+  /** Selected (masked) patches before padding. */
+  count: number;
+}
+
+/**
+ * Lists the masked patches of host masks (one `[B, N]`-sized mask per global crop, in crop order), padded to
+ * `capacity` rows with index 0 and weight 0, as rows of the tokens with `leadingTokens` (e.g. 1 for CLS) before
+ * each image's patches. Throws when more patches are masked than `capacity` holds.
+ *
+ * @example
+ * ```ts
+ * import { masking } from "./mod.ts";
+ * // two crops of two images with two patches each
+ * const sel = masking.maskSelection([Uint8Array.of(1, 1, 0, 1), Uint8Array.of(0, 0, 1, 0)], 2, 5);
+ * console.log([...sel.index], [...sel.weight], sel.count); // [0, 1, 3, 6, 0] [0.5, 0.5, 1, 1, 0] 4
+ * ```
+ */
+export function maskSelection(
+  masks: readonly Uint8Array[],
+  batch: number,
+  capacity: number,
+  leadingTokens = 0,
+): HostMaskSelection {
+  const n = masks.length > 0 ? masks[0].length / batch : 0;
+  const index = new Int32Array(capacity);
+  const weight = new Float32Array(capacity);
+  let count = 0;
+  masks.forEach((mask, c) => {
+    if (mask.length !== batch * n) {
+      throw new RangeError(`maskSelection: mask ${c} has ${mask.length} cells, expected ${batch * n}`);
+    }
+    for (let b = 0; b < batch; b++) {
+      let masked = 0;
+      for (let p = 0; p < n; p++) masked += mask[b * n + p] ? 1 : 0;
+      if (count + masked > capacity) {
+        throw new RangeError(`maskSelection: more than ${capacity} masked patches (the capacity); pass a larger one`);
+      }
+      for (let p = 0; p < n; p++) {
+        if (!mask[b * n + p]) continue;
+        index[count] = (c * batch + b) * (leadingTokens + n) + leadingTokens + p;
+        weight[count++] = 1 / masked;
+      }
+    }
+  });
+  return { index, weight, count };
+}
+
+/**
+ * Row capacities for `maskSelection` over `crops` global crops of `batch` images with `n` patches each:
+ * `max`, the most patches the masking options can ever mask (every crop at its highest ratio), and `typical`,
+ * the mean plus six standard deviations of the per-crop upper bound `floor(ratio·n)` summed over the crops,
+ * rounded up to a multiple of 64 — a batch above it is so unlikely that a second plan for `max` suffices.
+ *
+ * @example
+ * ```ts
+ * import { masking } from "./mod.ts";
+ * console.log(masking.maskCapacity(256, 49)); // { typical: 2624, max: 6144 }
+ * ```
+ */
+export function maskCapacity(rows: number, n: number, opts: MaskOptions = {}): { typical: number; max: number } {
+  const ratio = opts.predRatio ?? [0, 0.3];
+  const rvar = opts.predRatioVar ??
+    (opts.predRatio === undefined ? [0, 0.2] : typeof ratio === "number" ? 0 : ratio.map(() => 0));
+  const rs = typeof ratio === "number" ? [ratio] : [...ratio];
+  const vs = typeof rvar === "number" ? [rvar] : [...rvar];
+  // The ratio is one of the pairs, uniformly, then U(r − v, r + v): integrate floor(ratio·n) numerically.
+  const steps = 4096;
+  let mean = 0;
+  let square = 0;
+  let highest = 0;
+  rs.forEach((r, i) => {
+    const v = vs[i] ?? 0;
+    for (let s = 0; s < steps; s++) {
+      const x = v > 0 ? r - v + (2 * v * (s + 0.5)) / steps : r;
+      const cells = Math.min(n, Math.floor(x * n));
+      mean += cells / (steps * rs.length);
+      square += (cells * cells) / (steps * rs.length);
+      highest = Math.max(highest, Math.min(n, Math.floor((r + v) * n)));
+    }
+  });
+  const max = rows * highest;
+  const sd = Math.sqrt(Math.max(square - mean * mean, 0));
+  const typical = Math.min(max, Math.ceil((rows * mean + 6 * Math.sqrt(rows) * sd + 1) / 64) * 64);
+  return { typical: Math.max(typical, Math.min(max, 64)), max: Math.max(max, 1) };
+}

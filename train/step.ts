@@ -13,7 +13,7 @@ import { emaFold } from "../autograd/tree.ts";
 import * as api from "../ops/api.ts";
 import { logSoftmax, softmax } from "../ops/nn.ts";
 import * as random from "../ops/random.ts";
-import { ibotLoss } from "./loss.ts";
+import { ibotLoss, type IbotLossInput } from "./loss.ts";
 import { type AdamWState, adamwUpdate, clipGradsPerParam } from "./optim.ts";
 
 /** A backbone + head pair of parameter trees (the official `backbone.*` / `head.*` names). */
@@ -64,6 +64,12 @@ export interface IbotBatch {
   images?: Tensor;
   /** Bool `[B, Gh, Gw]` per global crop (true = masked). */
   masks: Tensor[];
+  /**
+   * The masked patches as token rows (`masking.maskSelection` with one leading CLS token, uploaded): the head
+   * and the MIM loss then run on these rows only instead of on every patch. Needs `headFeatures` and
+   * `headPrototypes` in the step's config. The result equals the dense form up to rounding.
+   */
+  maskSelection?: { index: Tensor; weight: Tensor };
 }
 
 /** The model functions and constants the step is built from. */
@@ -72,6 +78,10 @@ export interface IbotStepConfig<B, H> {
   backbone(params: B, images: Tensor, opts: { masks?: Tensor; train: boolean; key?: Tensor }): Tensor;
   /** Head forward on tokens `[..., D]`. */
   head(params: H, tokens: Tensor): Tensor;
+  /** The head up to its (linear, bias-free) prototype layer (`headFeatures`); needed by `maskSelection`. */
+  headFeatures?(params: H, tokens: Tensor): Tensor;
+  /** The head's prototype layer (`headPrototypes`); `head = headPrototypes ∘ headFeatures`. */
+  headPrototypes?(params: H, features: Tensor): Tensor;
   /** Number of global crops (2). */
   globalCrops: number;
   /** Student temperature (0.1). */
@@ -141,17 +151,49 @@ export function ibotStep<B, H>(
     const clsOf = (tokens: Tensor) =>
       api.reshape(api.slice(tokens, [0, 0, 0], [tokens.shape[0], 1, tokens.shape[2]]), [tokens.shape[0], -1]);
     const patchesOf = (tokens: Tensor) => api.slice(tokens, [0, 1, 0]);
+    const rowsOf = (tokens: Tensor) => api.reshape(tokens, [-1, tokens.shape[tokens.rank - 1]]);
 
     // Teacher: global crops, no masks, no gradient.
     const tTokens = api.stopGradient(cfg.backbone(state.teacher.backbone, globals, { train: false }));
-    const teacherCls = views(cfg.head(state.teacher.head, clsOf(tTokens)), ng);
-    const teacherPatch = [cfg.head(state.teacher.head, patchesOf(tTokens))];
+    const sel = batch.maskSelection;
+    let teacherCls: Tensor[];
+    // The MIM inputs of the loss, given the student's global tokens.
+    let patchInputs: (sTokens: Tensor, student: IbotNetwork<B, H>) => Partial<IbotLossInput>;
+    if (sel) {
+      // Sparse MIM: the teacher's head features on every token (the patch center needs the mean over all
+      // patches, which the linear, bias-free prototype layer lets us take before it), its prototypes only on
+      // CLS and masked rows; the student's head only on its masked rows.
+      const { headFeatures, headPrototypes } = cfg;
+      if (!headFeatures || !headPrototypes) {
+        throw new Error("ibotStep: batch.maskSelection needs headFeatures and headPrototypes in the step config");
+      }
+      const z = headFeatures(state.teacher.head, tTokens); // [2B, 1+N, bottleneck]
+      teacherCls = views(headPrototypes(state.teacher.head, clsOf(z)), ng);
+      const teacher = headPrototypes(state.teacher.head, api.gather(rowsOf(z), sel.index, 0));
+      const teacherMean = headPrototypes(state.teacher.head, api.mean(rowsOf(patchesOf(z)), 0, true));
+      patchInputs = (sTokens, student) => ({
+        maskedPatches: {
+          student: cfg.head(student.head, api.gather(rowsOf(sTokens), sel.index, 0)),
+          teacher,
+          teacherMean,
+          weight: sel.weight,
+          images: globals.shape[0],
+        },
+      });
+    } else {
+      teacherCls = views(cfg.head(state.teacher.head, clsOf(tTokens)), ng);
+      const teacherPatch = [cfg.head(state.teacher.head, patchesOf(tTokens))];
+      patchInputs = (sTokens, student) => ({
+        studentPatch: [cfg.head(student.head, patchesOf(sTokens))],
+        teacherPatch,
+        masks: [masks],
+      });
+    }
 
     const [dk1, dk2] = random.split(dropKey, 2);
     const lossOf = (student: IbotNetwork<B, H>) => {
       const sTokens = cfg.backbone(student.backbone, globals, { masks, train: true, key: dk1 });
       const sCls = views(cfg.head(student.head, clsOf(sTokens)), ng);
-      const sPatch = [cfg.head(student.head, patchesOf(sTokens))];
       let localCls: Tensor[] = [];
       if (locals) {
         const lTokens = cfg.backbone(student.backbone, locals, { train: true, key: dk2 });
@@ -159,10 +201,8 @@ export function ibotStep<B, H>(
       }
       const out = ibotLoss({
         studentCls: [...sCls, ...localCls],
-        studentPatch: sPatch,
         teacherCls,
-        teacherPatch,
-        masks: [masks],
+        ...patchInputs(sTokens, student),
         center: state.center,
         center2: state.center2,
         studentTemp,

@@ -26,7 +26,7 @@ import {
 import type { HeadParams } from "../models/head.ts";
 import type { VitParams } from "../models/vit.ts";
 import { multiCrop } from "../train/augment.ts";
-import { hostFoldIn, hostKey, maskCapacity, maskSelection, sampleMasksHost } from "../train/masking.ts";
+import { hostKey, sampleStepMasks } from "../train/masking.ts";
 import { hyperAt } from "../train/presets.ts";
 import { backboneConfig, initState } from "../train/pretrain.ts";
 import { type IbotState, ibotStep } from "../train/step.ts";
@@ -75,13 +75,13 @@ export async function run(backend: Backend): Promise<void> {
   const itersPerEpoch = Math.floor(60000 / B);
   const hp = hyperAt(cfg, 500, itersPerEpoch, cfg.epochs * itersPerEpoch);
   // Masks as the training loop makes them: on the host, uploaded with the masked rows for the sparse MIM loss.
-  const hostMasks = [0, 1].map((c) => sampleMasksHost(hostFoldIn(hostKey(1), c), B, gh, gh, cfg.masking));
-  const masks = hostMasks.map((m) => fromTyped(m, [B, gh, gh], "bool", backend));
-  const sel = maskSelection(hostMasks, B, maskCapacity(2 * B, gh * gh, cfg.masking).typical, 1);
-  const maskRows = {
-    index: fromTyped(sel.index, [sel.index.length], "int32", backend),
-    weight: fromTyped(sel.weight, [sel.weight.length], "float32", backend),
-  };
+  const { masks, maskSelection: maskRows, count } = sampleStepMasks(
+    hostKey(1),
+    B,
+    [[gh, gh], [gh, gh]],
+    cfg.masking,
+    backend,
+  );
   const call = async () => {
     const t0 = performance.now();
     const out = step(state, { images, masks, maskSelection: maskRows }, hp);
@@ -130,8 +130,8 @@ export async function run(backend: Backend): Promise<void> {
   const md = [
     header("iBOT fmnist-tiny training step", m, [
       `One jitted \`ibotStep\` (batch ${B}, 2×28 px global + 4×12 px local crops, augmentation on the device, ` +
-      `student fwd+bwd, clipping, AdamW, EMA), state donated; the head and MIM loss on the ${sel.count} masked ` +
-      `patches (padded to ${sel.index.length} rows). ${STEPS} timed steps after the compiling one.`,
+      `student fwd+bwd, clipping, AdamW, EMA), state donated; the head and MIM loss on the ${count} masked ` +
+      `patches (padded to ${maskRows.index.shape[0]} rows). ${STEPS} timed steps after the compiling one.`,
       "",
     ]),
     mdTable(

@@ -458,3 +458,49 @@ export function maskCapacity(rows: number, n: number, opts: MaskOptions = {}): {
   const typical = Math.min(max, Math.ceil((rows * mean + 6 * Math.sqrt(rows) * sd + 1) / 64) * 64);
   return { typical: Math.max(typical, Math.min(max, 64)), max: Math.max(max, 1) };
 }
+
+/** The masks of one training step: bool masks per global crop and their masked token rows. */
+export interface StepMasks {
+  /** Bool `[B, Gh, Gw]` per global crop (true = masked). */
+  masks: Tensor[];
+  /** The masked patches as token rows (one leading CLS token per image), for `IbotBatch.maskSelection`. */
+  maskSelection: { index: Tensor; weight: Tensor };
+  /** Masked patches in the batch. */
+  count: number;
+}
+
+/**
+ * Samples the masks of one step as `sampleCropMasks` does (crop c from `hostFoldIn(key, c)`, equal grids), and
+ * lists their masked patches for the sparse MIM loss, padded to `maskCapacity(...).typical` rows (or to `max`
+ * in the rare batch that needs more, which compiles a second plan).
+ *
+ * @example
+ * ```ts
+ * import { masking } from "./mod.ts";
+ * const m = masking.sampleStepMasks(masking.hostKey(0), 8, [[7, 7], [7, 7]]);
+ * console.log(m.masks.length, m.maskSelection.index.shape); // 2 [ 320 ]
+ * ```
+ */
+export function sampleStepMasks(
+  key: HostKey,
+  batch: number,
+  grids: readonly (readonly [number, number])[],
+  opts: MaskOptions = {},
+  backend?: Backend,
+): StepMasks {
+  const b = backend ?? defaultBackend();
+  const n = grids.length > 0 ? grids[0][0] * grids[0][1] : 0;
+  if (grids.some(([gh, gw]) => gh * gw !== n)) throw new RangeError("sampleStepMasks: the global crops' grids differ");
+  const host = grids.map(([gh, gw], c) => sampleMasksHost(hostFoldIn(key, c), batch, gh, gw, opts));
+  const cap = maskCapacity(grids.length * batch, n, opts);
+  const masked = host.reduce((a, m) => a + m.reduce((s, x) => s + x, 0), 0);
+  const sel = maskSelection(host, batch, masked <= cap.typical ? cap.typical : cap.max, 1);
+  return {
+    masks: host.map((m, c) => fromHost(b, m, [batch, grids[c][0], grids[c][1]], "bool")),
+    maskSelection: {
+      index: fromHost(b, sel.index, [sel.index.length], "int32"),
+      weight: fromHost(b, sel.weight, [sel.weight.length], "float32"),
+    },
+    count: sel.count,
+  };
+}

@@ -15,7 +15,7 @@ import type { Backend } from "../ops/backend.ts";
 import { fromTyped, zeros } from "../ops/create.ts";
 import * as random from "../ops/random.ts";
 import { slice } from "../ops/api.ts";
-import { head, initHead } from "../models/head.ts";
+import { head, headFeatures, headPrototypes, initHead } from "../models/head.ts";
 import type { VitConfig, VitParams } from "../models/vit.ts";
 import type { HeadParams } from "../models/head.ts";
 import {
@@ -30,8 +30,8 @@ import {
 } from "./backbone.ts";
 import { multiCrop, normalize } from "./augment.ts";
 import { adamwInit } from "./optim.ts";
-import { type IbotHyper, type IbotMetrics, type IbotState, ibotStep } from "./step.ts";
-import { hostFoldIn, hostKey, sampleCropMasks } from "./masking.ts";
+import { type IbotBatch, type IbotHyper, type IbotMetrics, type IbotState, ibotStep } from "./step.ts";
+import { hostFoldIn, hostKey, sampleStepMasks } from "./masking.ts";
 import { hyperAt, type PretrainConfig } from "./presets.ts";
 import { loadCheckpoint, saveCheckpoint } from "./checkpoint.ts";
 import { knnAccuracy } from "./knn.ts";
@@ -284,21 +284,23 @@ export async function pretrain(cfg: PretrainConfig, ds: Dataset, opts: PretrainO
 
   // The MIM mask grid: the patch grid of a ViT, the last stage's grid of a Swin (spec §2.5).
   const [gh, gw] = maskGrid(vc, cfg.augment.globalCrops.size);
-  const step: Jitted<[State, { images: Tensor; masks: Tensor[] }, IbotHyper], { state: State; metrics: IbotMetrics }> =
-    jit(
-      ibotStep<BackboneParams, HeadParams>({
-        backbone: (p, images, o) => backboneTokens(vc, p, images, o),
-        head: (h, tokens) => head(h, tokens, { normLastLayer: cfg.head.normLastLayer }),
-        globalCrops: cfg.augment.globalCrops.number,
-        studentTemp: cfg.studentTemp,
-        clipGrad: cfg.clipGrad,
-        augment: (k, x) => multiCrop(k, x, cfg.augment),
-      }),
-      { donate: [0] },
-    );
+  const step: Jitted<[State, IbotBatch, IbotHyper], { state: State; metrics: IbotMetrics }> = jit(
+    ibotStep<BackboneParams, HeadParams>({
+      backbone: (p, images, o) => backboneTokens(vc, p, images, o),
+      head: (h, tokens) => head(h, tokens, { normLastLayer: cfg.head.normLastLayer }),
+      headFeatures,
+      headPrototypes: (h, z) => headPrototypes(h, z, { normLastLayer: cfg.head.normLastLayer }),
+      globalCrops: cfg.augment.globalCrops.number,
+      studentTemp: cfg.studentTemp,
+      clipGrad: cfg.clipGrad,
+      augment: (k, x) => multiCrop(k, x, cfg.augment),
+    }),
+    { donate: [0] },
+  );
   const maskKey = hostKey(seed + 1);
+  // Host masks and their masked token rows: the head and the MIM loss run on those rows only.
   const masksFor = (iteration: number, b: number) =>
-    sampleCropMasks(
+    sampleStepMasks(
       hostFoldIn(maskKey, iteration),
       b,
       Array.from({ length: cfg.augment.globalCrops.number }, () => [gh, gw] as const),
@@ -332,10 +334,10 @@ export async function pretrain(cfg: PretrainConfig, ds: Dataset, opts: PretrainO
       const hp = hyperAt(cfg, it, itersPerEpoch, scheduleSteps);
       const masks = masksFor(it, batch.shape[0]);
       const tCall = performance.now();
-      const out = step(state, { images: batch.data, masks }, hp);
+      const out = step(state, { images: batch.data, masks: masks.masks, maskSelection: masks.maskSelection }, hp);
       state = out.state;
       batch.data.dispose();
-      masks.forEach((m) => m.dispose());
+      [...masks.masks, masks.maskSelection.index, masks.maskSelection.weight].forEach((m) => m.dispose());
       done = it + 1;
       stepsSinceLog++;
       const isLog = done % logEvery === 0 || done === total || done === startIteration + 1;

@@ -128,7 +128,7 @@ export {
   windowReverse,
 } from "./models/swin.ts";
 export { ParamSpec } from "./models/spec.ts";
-export { ibotLoss, type IbotLossInput, type IbotLossOutput } from "./train/loss.ts";
+export { ibotLoss, type IbotLossInput, type IbotLossOutput, type MaskedPatchLogits } from "./train/loss.ts";
 export {
   type AdamWGroups,
   adamwInit,

@@ -42,8 +42,8 @@ Options:
   --steps N            stop after N steps (schedules still span --epochs)
   --batch-size N       images per step (default: the preset's)
   --out DIR            write checkpoint.safetensors, metrics.jsonl and curves.png to DIR (needs
-                       --allow-write=DIR; curves.png also --allow-read, else curves.svg or a note)
-  --resume             continue from DIR/checkpoint.safetensors (needs --out and --allow-read=DIR)
+                       --allow-read=DIR --allow-write=DIR: checkpoints are renamed into place atomically)
+  --resume             continue from DIR/checkpoint.safetensors (needs --out)
   --seed N             seed of everything (default 0)
   --backend NAME       auto | webgpu | cpu (default auto)
   --log-every N        read metrics back every N steps (default 10)
@@ -148,8 +148,10 @@ async function main(): Promise<number> {
   if (!["auto", "webgpu", "cpu"].includes(kind)) throw new UsageError(`--backend must be auto, webgpu or cpu`);
   if (values.resume && !values.out) throw new UsageError("--resume needs --out DIR (the folder with the checkpoint)");
   if (values.out) {
-    need({ name: "write", path: values.out }, "--out", `--allow-write=${values.out}`);
-    if (values.resume) need({ name: "read", path: values.out }, "--resume", `--allow-read=${values.out}`);
+    // Checkpoints are written to a temporary file and renamed into place, and Deno's rename needs both.
+    const both = `--allow-read=${values.out} --allow-write=${values.out}`;
+    need({ name: "write", path: values.out }, "--out", both);
+    need({ name: "read", path: values.out }, values.resume ? "--resume" : "--out (atomic checkpoint rename)", both);
   }
 
   const backend = await initBackend(kind as "auto" | "webgpu" | "cpu");

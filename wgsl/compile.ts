@@ -123,6 +123,7 @@ function planSteps(graph: Graph, maxInputs = Infinity): { steps: Step[]; inlined
     visit(root);
     return members;
   };
+  materializeShared(graph, producer, inlined);
   limitKernelInputs(graph, producer, inlined, maxInputs);
   const steps: Step[] = [];
   for (const e of graph.eqns) {
@@ -156,6 +157,51 @@ function planSteps(graph: Graph, maxInputs = Infinity): { steps: Step[]; inlined
     }
   }
   return { steps, inlined };
+}
+
+/**
+ * Materialises inlined values that several kernels would each recompute from two or more full-size buffers:
+ * writing such a value once and reading it in k kernels moves less memory than k recomputations (a residual
+ * stream `x + a₁ + a₂ + …` would otherwise be re-summed by every LayerNorm reduction and every later block).
+ * Broadcast (smaller) operands do not count: they stay in cache. Works from the last such value backwards,
+ * since materialising it also removes the duplication of everything inside it.
+ */
+function materializeShared(graph: Graph, producer: Map<number, Eqn>, inlined: Set<number>): void {
+  const treeOf = (id: number, into: Set<number>) => {
+    if (!inlined.has(id) || into.has(id)) return;
+    into.add(id);
+    for (const x of producer.get(id)!.inputs) treeOf(x, into);
+  };
+  const fullLoads = (id: number): number => {
+    const n = size(graph.avals[id].shape);
+    const tree = new Set<number>();
+    treeOf(id, tree);
+    const loads = new Set<number>();
+    for (const t of tree) {
+      for (const x of producer.get(t)!.inputs) if (!inlined.has(x) && size(graph.avals[x].shape) === n) loads.add(x);
+    }
+    return loads.size;
+  };
+  for (let changed = true; changed;) {
+    changed = false;
+    // Kernels (non-inlined equations) whose fused tree contains each inlined value.
+    const kernels = new Map<number, number>();
+    for (const e of graph.eqns) {
+      if (inlined.has(e.out)) continue;
+      const tree = new Set<number>();
+      for (const x of e.inputs) treeOf(x, tree);
+      for (const id of tree) kernels.set(id, (kernels.get(id) ?? 0) + 1);
+    }
+    const settled = new Set<number>();
+    for (let i = graph.eqns.length - 1; i >= 0; i--) {
+      const id = graph.eqns[i].out;
+      if (!inlined.has(id) || settled.has(id) || (kernels.get(id) ?? 0) < 2 || fullLoads(id) < 2) continue;
+      inlined.delete(id);
+      changed = true;
+      // Its members' kernel counts change: decide them in the next round.
+      for (const x of producer.get(id)!.inputs) treeOf(x, settled);
+    }
+  }
 }
 
 /**

@@ -6,7 +6,7 @@ import { broadcastStrides, fmt, sameShape, size, stridesOf } from "./shape.ts";
 import { forEachIndex } from "./cpu_util.ts";
 import * as api from "./api.ts";
 import { offsetOf, perThreadKernel, WG } from "../wgsl/codegen.ts";
-import { wgslType } from "../wgsl/types.ts";
+import { PRELUDE, wgslType } from "../wgsl/types.ts";
 
 /** Reads `out[idx] = x[offset + sum(idx[d] * strides[d])]`: transpose, broadcast and slice are all such views. */
 function viewCpu(x: HostArray, out: Aval, strides: readonly number[], offset: number): HostArray {
@@ -20,10 +20,53 @@ function viewCpu(x: HostArray, out: Aval, strides: readonly number[], offset: nu
 }
 
 function viewKernel(x: Aval, out: Aval, strides: readonly number[], offset: number): KernelSource {
+  const { shape, strides: st } = mergeDims(out.shape, strides);
   const n = size(out.shape);
-  const body = `${offsetOf("o", "gid", out.shape, strides)}
+  const last = shape.length - 1;
+  // Runs of 4 along a contiguous innermost dimension move as one vec4 (every GPU dtype is 4 bytes wide).
+  const aligned = offset % 4 === 0 && st.slice(0, last).every((d) => d % 4 === 0);
+  if (last >= 0 && st[last] === 1 && shape[last] % 4 === 0 && aligned) {
+    const shape4 = [...shape.slice(0, last), shape[last] / 4];
+    const strides4 = [...st.slice(0, last).map((d) => d / 4), 1];
+    const t = wgslType(x.dtype);
+    const code = `@group(0) @binding(0) var<storage, read> in0: array<vec4<${t}>>;
+@group(0) @binding(1) var<storage, read_write> out: array<vec4<${t}>>;
+@compute @workgroup_size(${WG})
+fn main(@builtin(global_invocation_id) g: vec3<u32>, @builtin(num_workgroups) nw: vec3<u32>) {
+  let gid = g.x + g.y * nw.x * ${WG}u;
+  if (gid >= ${n / 4}u) { return; }
+  ${offsetOf("o", "gid", shape4, strides4)}
+  out[gid] = in0[o + ${offset / 4}u];
+}`;
+    return { code, threads: n / 4, workgroupSize: WG };
+  }
+  const body = `${offsetOf("o", "gid", shape, st)}
   out[gid] = in0[o + ${offset}u];`;
   return { code: perThreadKernel([x.dtype], out.dtype, n, body), threads: n, workgroupSize: WG };
+}
+
+/**
+ * Drops unit dimensions and merges neighbours that the source walks contiguously (stride of d = size of d+1 ×
+ * stride of d+1), so that a view kernel spends fewer divisions per element on its index.
+ */
+export function mergeDims(
+  shape: readonly number[],
+  strides: readonly number[],
+): { shape: number[]; strides: number[] } {
+  const sh: number[] = [];
+  const st: number[] = [];
+  shape.forEach((d, i) => {
+    if (d === 1) return;
+    const k = sh.length - 1;
+    if (k >= 0 && st[k] === strides[i] * d) {
+      sh[k] *= d;
+      st[k] = strides[i];
+    } else {
+      sh.push(d);
+      st.push(strides[i]);
+    }
+  });
+  return { shape: sh, strides: st };
 }
 
 function transposeStrides(shape: readonly number[], perm: readonly number[]): number[] {
@@ -131,25 +174,52 @@ const pad: Rule<"pad"> = {
   vjp: (g, [x], _y, { lo }) => [api.slice(g, lo, lo.map((l, i) => l + x.shape[i]))],
   wgsl: {
     kind: "kernel",
-    build: ([a], out, { lo, value }) => {
-      const n = size(out.shape);
-      const s = stridesOf(a.shape);
-      const t = wgslType(a.dtype);
-      const lines = [`var r = gid;`, `var o = 0u;`, `var inside = true;`];
-      for (let d = out.shape.length - 1; d >= 0; d--) {
-        lines.push(`{ let c = i32(r % ${out.shape[d]}u) - ${lo[d]}i; r = r / ${out.shape[d]}u;`);
-        lines.push(`  if (c < 0i || c >= ${a.shape[d]}i) { inside = false; } else { o += u32(c) * ${s[d]}u; } }`);
-      }
-      // The fill value's bits as the CPU stores them: exact for every value, including +-Infinity and NaN (which
-      // have no WGSL literal) and values outside the range of the integer types.
-      const host = toHost(a.dtype, [value]);
-      const bits = a.dtype === "bool" ? host[0] : new Uint32Array(host.buffer)[0];
-      // `let`, not a literal: a const-expression bitcast to an infinity or NaN is an error in browsers (Tint).
-      lines.push(`if (inside) { out[gid] = in0[o]; } else { let fill = ${bits}u; out[gid] = bitcast<${t}>(fill); }`);
-      return { code: perThreadKernel([a.dtype], out.dtype, n, lines.join("\n  ")), threads: n, workgroupSize: WG };
-    },
+    build: ([a], out, { lo, value }) => padKernel(a, out, lo, value),
   },
 };
+
+/**
+ * The pad kernel: unpadded inner dimensions merge into their outer neighbour (fewer divisions per element), and
+ * when the merged innermost dimension and its padding come in multiples of 4, each invocation moves a vec4.
+ */
+function padKernel(a: Aval, out: Aval, lo: readonly number[], value: number): KernelSource {
+  const dims: { out: number; lo: number; inp: number }[] = [];
+  out.shape.forEach((d, i) => {
+    const k = dims.length - 1;
+    if (k >= 0 && d === a.shape[i]) {
+      // No padding along i: fold it into the previous dimension.
+      dims[k] = { out: dims[k].out * d, lo: dims[k].lo * d, inp: dims[k].inp * d };
+    } else dims.push({ out: d, lo: lo[i], inp: a.shape[i] });
+  });
+  const last = dims.at(-1);
+  const w = last && last.out % 4 === 0 && last.lo % 4 === 0 && last.inp % 4 === 0 ? 4 : 1;
+  if (w === 4) dims[dims.length - 1] = { out: last!.out / 4, lo: last!.lo / 4, inp: last!.inp / 4 };
+  const n = size(out.shape) / w;
+  const t = wgslType(a.dtype);
+  const lines = [`var r = gid;`, `var o = 0u;`, `var inside = true;`, `var stride = 1u;`];
+  for (let d = dims.length - 1; d >= 0; d--) {
+    lines.push(`{ let c = i32(r % ${dims[d].out}u) - ${dims[d].lo}i; r = r / ${dims[d].out}u;`);
+    lines.push(`  if (c < 0i || c >= ${dims[d].inp}i) { inside = false; } else { o += u32(c) * stride; }`);
+    lines.push(`  stride *= ${dims[d].inp}u; }`);
+  }
+  // The fill value's bits as the CPU stores them: exact for every value, including +-Infinity and NaN (which
+  // have no WGSL literal) and values outside the range of the integer types.
+  const host = toHost(a.dtype, [value]);
+  const bits = a.dtype === "bool" ? host[0] : new Uint32Array(host.buffer)[0];
+  // `let`, not a literal: a const-expression bitcast to an infinity or NaN is an error in browsers (Tint).
+  const vt = w === 4 ? `vec4<${t}>` : t;
+  lines.push(`if (inside) { out[gid] = in0[o]; } else { let fill = ${bits}u; out[gid] = ${vt}(bitcast<${t}>(fill)); }`);
+  const code = `${PRELUDE}
+@group(0) @binding(0) var<storage, read> in0: array<${vt}>;
+@group(0) @binding(1) var<storage, read_write> out: array<${vt}>;
+@compute @workgroup_size(${WG})
+fn main(@builtin(global_invocation_id) g: vec3<u32>, @builtin(num_workgroups) nw: vec3<u32>) {
+  let gid = g.x + g.y * nw.x * ${WG}u;
+  if (gid >= ${n}u) { return; }
+  ${lines.join("\n  ")}
+}`;
+  return { code, threads: n, workgroupSize: WG };
+}
 
 const concat: Rule<"concat"> = {
   arity: "variadic",

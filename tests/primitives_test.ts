@@ -316,11 +316,37 @@ Deno.test("scatterAdd on WebGPU: long rows (split into chunks), repeated and uno
   const updates = Float32Array.from({ length: pre * nIdx * post }, (_, i) => Math.sin(i) * 3);
   const idx = Int32Array.of(4, 0, 4, 2, 9, -3, 4); // clamped: 9 → 4, -3 → 0; row 1 and 3 get nothing
   const run = (b: Backend) =>
-    api.scatterAdd(tensor(updates, { shape: [pre, nIdx, post], backend: b }), tensor(idx, { dtype: "int32", backend: b }), 1, dim);
+    api.scatterAdd(
+      tensor(updates, { shape: [pre, nIdx, post], backend: b }),
+      tensor(idx, { dtype: "int32", backend: b }),
+      1,
+      dim,
+    );
   const [want, got] = await readAll([run(cpu), run(backend)]);
   assert.equal(got.length, pre * dim * post);
   for (let i = 0; i < want.length; i++) {
     assert.ok(Math.abs(got[i] - want[i]) <= 1e-5 * (1 + Math.abs(want[i])), `element ${i}`);
+  }
+});
+
+Deno.test("views on WebGPU (vec4 runs and merged dimensions): transpose, slice, broadcast, pad equal the CPU", async () => {
+  const backend = await gpu();
+  const data = Float32Array.from({ length: 2 * 3 * 8 * 12 }, (_, i) => i * 0.5 - 7);
+  const cases: [string, (x: Tensor) => Tensor][] = [
+    ["transpose inner kept", (x) => api.transpose(x, [2, 0, 1, 3])],
+    ["transpose inner moved", (x) => api.transpose(x, [3, 1, 0, 2])],
+    ["slice leading", (x) => api.slice(x, [1, 0, 0, 0], [2, 3, 8, 12])],
+    ["slice inner aligned", (x) => api.slice(x, [0, 1, 2, 4], [2, 3, 6, 12])],
+    ["slice inner unaligned", (x) => api.slice(x, [0, 0, 1, 1], [2, 2, 8, 11])],
+    ["broadcast", (x) => api.broadcastTo(api.slice(x, [0, 0, 0, 0], [1, 1, 1, 12]), [5, 3, 2, 12])],
+    ["pad leading", (x) => api.pad(x, [1, 0, 0, 0], [2, 0, 0, 0], -1)],
+    ["pad inner by 4", (x) => api.pad(x, [0, 1, 0, 4], [0, 0, 1, 8], 2.5)],
+    ["pad inner by 1", (x) => api.pad(x, [0, 0, 2, 1], [1, 0, 0, 3], 0)],
+  ];
+  for (const [name, f] of cases) {
+    const run = (b: Backend) => f(tensor(data, { shape: [2, 3, 8, 12], backend: b }));
+    const [want, got] = await readAll([run(cpu), run(backend)]);
+    assert.deepEqual(Array.from(got), Array.from(want), name);
   }
 });
 

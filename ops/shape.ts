@@ -86,3 +86,27 @@ export function checkShape(shape: Shape, op: string): void {
     if (!Number.isInteger(d) || d < 0) throw new RangeError(`${op}: invalid shape ${fmt(shape)}`);
   }
 }
+
+/**
+ * Drops unit dimensions and merges neighbours that the source walks contiguously (stride of d = size of d+1 ×
+ * stride of d+1), so that an index computation spends fewer divisions per element.
+ */
+export function mergeDims(
+  shape: readonly number[],
+  strides: readonly number[],
+): { shape: number[]; strides: number[] } {
+  const sh: number[] = [];
+  const st: number[] = [];
+  shape.forEach((d, i) => {
+    if (d === 1) return;
+    const k = sh.length - 1;
+    if (k >= 0 && st[k] === strides[i] * d) {
+      sh[k] *= d;
+      st[k] = strides[i];
+    } else {
+      sh.push(d);
+      st.push(strides[i]);
+    }
+  });
+  return { shape: sh, strides: st };
+}

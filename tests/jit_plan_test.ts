@@ -24,6 +24,25 @@ Deno.test("jit plan: elementwise chains and reduction prologues fuse; transposes
   assertClose(await f(a, b).data(), await matmul(a, mT(b)).data(), 1e-5, 1e-6);
 });
 
+Deno.test("jit plan: x·Wᵀ reads a transposed copy of a small W, narrow Aᵀ·B runs as (Bᵀ·A)ᵀ; results unchanged", async () => {
+  const backend = await gpu();
+  if (backend.name !== "webgpu") return;
+  const x = random.normal(random.key(3, backend), [2048, 64]);
+  const w = random.normal(random.key(4, backend), [128, 64]);
+  const linear = jit((p: Tensor, q: Tensor) => matmul(p, mT(q)));
+  const y = linear(x, w);
+  assert.equal(linear.stats().plan!.byPrim.transpose, 1, "one transpose of W");
+  assertClose(await y.data(), await matmul(x, mT(w)).data(), 1e-4, 1e-4);
+
+  const a = random.normal(random.key(5, backend), [2048, 32]);
+  const b = random.normal(random.key(6, backend), [2048, 128]);
+  const weightGrad = jit((p: Tensor, q: Tensor) => matmul(mT(p), q));
+  const g = weightGrad(a, b);
+  assert.deepEqual(g.shape, [32, 128]);
+  assert.equal(weightGrad.stats().plan!.byPrim.transpose, 1, "one transpose of the swapped product");
+  assertClose(await g.data(), await matmul(mT(a), b).data(), 1e-4, 1e-4);
+});
+
 Deno.test("jit plan: donated parameters are updated in place and no buffer is created after the first call", async () => {
   const backend = await gpu();
   if (backend.name !== "webgpu") return;

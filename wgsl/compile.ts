@@ -13,7 +13,8 @@ import type { Executable } from "../autograd/jit.ts";
 import type { Aval } from "../ops/prim.ts";
 import type { KernelSource } from "../ops/rule.ts";
 import { RULES } from "../ops/table.ts";
-import { broadcastStrides, size } from "../ops/shape.ts";
+import { broadcastStrides, mergeDims, size } from "../ops/shape.ts";
+import { preferMatmulLayouts } from "./layout.ts";
 import { type GpuBuf, gpuBytes, lower, QUERIES_PER_SET, type WebGpuBackend } from "./backend.ts";
 import { elementwiseKernel, offsetOf } from "./codegen.ts";
 import { type ElementSource, reduceKernel } from "./reduce.ts";
@@ -278,10 +279,10 @@ function emitTree(
     name = `v${k}`;
     const a = graph.avals[id];
     if (size(a.shape) === n) lines.push(`let ${name} = in${k}[${idx}];`);
-    else {lines.push(
-        `${offsetOf(`o${k}`, idx, shape, broadcastStrides(a.shape, shape))}`,
-        `let ${name} = in${k}[o${k}];`,
-      );}
+    else {
+      const dims = mergeDims(shape, broadcastStrides(a.shape, shape));
+      lines.push(`${offsetOf(`o${k}`, idx, dims.shape, dims.strides)}`, `let ${name} = in${k}[o${k}];`);
+    }
     loaded.set(id, name);
     return name;
   };
@@ -322,10 +323,11 @@ function fusedStep(graph: Graph, members: Eqn[], inlined: ReadonlySet<number>, i
 
 /** Compiles a graph for the WebGPU backend. */
 export function compileWebGpu(
-  graph: Graph,
+  traced: Graph,
   backend: WebGpuBackend,
   donated: ReadonlySet<number> = new Set(),
 ): Executable & { stats(): PlanStats; profile(args: readonly (DataRef | number)[]): Promise<KernelTiming[]> } {
+  const graph = preferMatmulLayouts(traced);
   const { steps, inlined } = planSteps(graph, backend.device.limits.maxStorageBuffersPerShaderStage - 1);
   const nVars = graph.avals.length;
   const inputSet = new Set(graph.inputs);

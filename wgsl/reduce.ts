@@ -6,7 +6,7 @@
 import type { DType } from "../ops/dtype.ts";
 import type { Aval } from "../ops/prim.ts";
 import type { KernelSource } from "../ops/rule.ts";
-import { size, stridesOf } from "../ops/shape.ts";
+import { mergeDims, size, stridesOf } from "../ops/shape.ts";
 import { offsetOf, perThreadKernel, WG } from "./codegen.ts";
 import { wgslType } from "./types.ts";
 
@@ -38,11 +38,14 @@ export function reduceKernel(
   const n = size(out.shape);
   const redCount = axes.reduce((a, i) => a * x.shape[i], 1);
   const { code, value } = element;
+  // Merged dimensions: reducing the leading axes of [B, N, D] walks one stride-D axis, not two.
+  const keptDims = mergeDims(kept.map((i) => x.shape[i]), kept.map((i) => strides[i]));
+  const redDims = mergeDims(axes.map((i) => x.shape[i]), axes.map((i) => strides[i]));
   const body = `
-  ${offsetOf("base", "gid", kept.map((i) => x.shape[i]), kept.map((i) => strides[i]))}
+  ${offsetOf("base", "gid", keptDims.shape, keptDims.strides)}
   var acc: ${wgslType(out.dtype)} = ${init};
   for (var r = 0u; r < ${redCount}u; r++) {
-    ${offsetOf("ro", "r", axes.map((i) => x.shape[i]), axes.map((i) => strides[i]))}
+    ${offsetOf("ro", "r", redDims.shape, redDims.strides)}
     let e = base + ro;
     ${code}
     let v = ${value};

@@ -1,8 +1,13 @@
 /**
- * The embedded default dataset: procedurally generated 32×32 RGB images whose label is the TYPE of a shape —
- * something iBOT's augmentations preserve — while everything they change varies freely: the shape's colour,
- * position, scale and rotation, and the background's colour and texture (flat, gradient, waves, stripes,
- * checks, noise). Raw pixels and random networks therefore score poorly, augmentation-invariant features well.
+ * The embedded default dataset: procedurally generated 32×32 RGB images of a texture made of one motif (the
+ * label: disc, ring, square, ...) tiled on a randomly rotated and shifted square lattice. Every crop of an image,
+ * global or local, therefore shows whole or partial copies of its class's motif — the structure iBOT's
+ * augmentations preserve — while the lattice's period, rotation and phase vary freely, so raw pixels carry
+ * almost no label information (nearest class mean and pixel k-NN are near chance). The colours are nearly
+ * fixed (navy ink on cream paper, ±0.03 per channel, a soft light gradient, a little pixel noise): any strong
+ * per-image colour cue dominates a random ViT's [CLS] features and is what a short self-supervised run learns
+ * first, instead of the motif (random colours, positions and background textures, or even random ink/paper
+ * tints, left a few hundred iBOT steps at the random network's k-NN).
  *
  * Deterministic from a seed (one Threefry stream per image, so image i does not depend on the split sizes),
  * rasterised on the host with anti-aliasing from signed distance functions (coverage `clamp(½ − d)` with d in
@@ -116,11 +121,7 @@ function sdf(cls: number, x: number, y: number, r: number): number {
   }
 }
 
-const luma = (c: readonly number[]) => 0.299 * c[0] + 0.587 * c[1] + 0.114 * c[2];
-
-function randomColor(rng: Stream): number[] {
-  return [rng.uniform(), rng.uniform(), rng.uniform()];
-}
+const clamp01 = (v: number) => (v < 0 ? 0 : v > 1 ? 1 : v);
 
 /** A fast per-pixel noise source (mulberry32) seeded from the image's Threefry stream: uint32 values. */
 function pixelNoise(seed: number): () => number {
@@ -134,96 +135,40 @@ function pixelNoise(seed: number): () => number {
   };
 }
 
-const clamp01 = (v: number) => (v < 0 ? 0 : v > 1 ? 1 : v);
-
-/** The background texture's blend weight per pixel, in [0, 1]. */
-function texture(t: Float32Array, size: number, rng: Stream, bits: () => number): void {
-  const kind = rng.int(6);
-  const theta = rng.range(0, Math.PI);
-  const [cx, sx] = [Math.cos(theta), Math.sin(theta)];
-  const freq = rng.range(0.25, 1.2);
-  const phase = rng.range(0, 2 * Math.PI);
-  const f2 = rng.range(0.1, 0.45);
-  const s = 32 / size;
-  for (let py = 0, i = 0; py < size; py++) {
-    for (let px = 0; px < size; px++, i++) {
-      const u = (px * cx + py * sx) * s;
-      const v = (py * cx - px * sx) * s;
-      switch (kind) {
-        case 0: // flat
-          t[i] = 0;
-          break;
-        case 1: // gradient
-          t[i] = (u + 32) / 77;
-          break;
-        case 2: // soft waves
-          t[i] = 0.5 + 0.5 * Math.sin(f2 * u + phase) * Math.cos(f2 * 1.3 * v);
-          break;
-        case 3: // stripes
-          t[i] = 0.5 + 0.5 * Math.sin(freq * u + phase);
-          break;
-        case 4: // checks
-          t[i] = (Math.floor(u * freq / 3 + phase) + Math.floor(v * freq / 3)) & 1;
-          break;
-        default: // noise
-          t[i] = bits() * 2 ** -32;
-      }
-    }
-  }
-}
-
 /** Renders one `size × size` RGB image of class `cls` into `out` (planar [3, size, size]). */
-function render(out: Float32Array, cls: number, size: number, rng: Stream, t: Float32Array): void {
+function render(out: Float32Array, cls: number, size: number, rng: Stream): void {
   const n = size * size;
   const bits = pixelNoise(rng.bits());
-  // Background: a base colour blended towards a second one by a texture.
-  const bg = randomColor(rng);
-  const bg2 = randomColor(rng);
-  const amp = rng.range(0.15, 0.5);
-  texture(t, size, rng, bits);
-  // Shape: a colour with a luma contrast of at least 0.25 against the background's base colour.
-  let fg = randomColor(rng);
-  for (let k = 0; k < 20 && Math.abs(luma(fg) - luma(bg)) < 0.25; k++) fg = randomColor(rng);
-  if (Math.abs(luma(fg) - luma(bg)) < 0.25) fg = luma(bg) > 0.5 ? [0.05, 0.05, 0.05] : [0.95, 0.95, 0.95];
-  const shade = rng.range(-0.15, 0.15); // a soft light gradient across the shape
-  const r = rng.range(6.5, 12) * (size / 32);
+  // Navy ink on cream paper, each channel jittered by ±0.03.
+  const bg = [0.93, 0.9, 0.8].map((v) => v + rng.range(-0.03, 0.03));
+  const fg = [0.12, 0.14, 0.3].map((v) => v + rng.range(-0.03, 0.03));
+  const shade = rng.range(-0.15, 0.15); // a soft light gradient across each motif
+  // The lattice: period p (2–3 motifs across the image), rotation, phase; motif size r = 0.36 p, so every
+  // motif (within 1.25 r of its centre) stays inside its cell.
+  const p = rng.range(10, 14) * (size / 32);
+  const r = 0.36 * p;
   const rot = rng.range(0, 2 * Math.PI);
   const [rc, rs] = [Math.cos(rot), Math.sin(rot)];
-  const margin = 0.85 * r;
-  const ox = rng.range(margin, size - margin);
-  const oy = rng.range(margin, size - margin);
+  const ox = rng.range(0, p);
+  const oy = rng.range(0, p);
   const noise = rng.range(0, 0.06) / 1024;
-  // Every shape lies within 1.25 r of its origin: evaluate the distance function only in that box.
-  const reach = 1.25 * r + 1;
-  const [x0, x1] = [Math.max(0, Math.floor(ox - reach)), Math.min(size, Math.ceil(ox + reach))];
-  const [y0, y1] = [Math.max(0, Math.floor(oy - reach)), Math.min(size, Math.ceil(oy + reach))];
-  const [b0, b1, b2] = bg;
-  const [d0, d1, d2] = [bg2[0] - b0, bg2[1] - b1, bg2[2] - b2];
   for (let py = 0, i = 0; py < size; py++) {
     for (let px = 0; px < size; px++, i++) {
-      const a = amp * t[i];
-      let r0 = b0 + d0 * a;
-      let r1 = b1 + d1 * a;
-      let r2 = b2 + d2 * a;
-      if (py >= y0 && py < y1 && px >= x0 && px < x1) {
-        const dx = px + 0.5 - ox;
-        const dy = py + 0.5 - oy;
-        // Rotate into the shape's frame; flip y so that "up" is up.
-        const lx = dx * rc + dy * rs;
-        const ly = dx * rs - dy * rc;
-        const cover = clamp01(0.5 - sdf(cls, lx, ly, r));
-        if (cover > 0) {
-          const lit = 1 + shade * (lx / r);
-          r0 += (clamp01(fg[0] * lit) - r0) * cover;
-          r1 += (clamp01(fg[1] * lit) - r1) * cover;
-          r2 += (clamp01(fg[2] * lit) - r2) * cover;
-        }
-      }
-      // Colour noise: three 10-bit values of one draw, centred.
+      const dx = px + 0.5 - ox;
+      const dy = py + 0.5 - oy;
+      // Rotate into the lattice's frame (flip y so that "up" is up), then wrap into the cell around the origin.
+      let lx = dx * rc + dy * rs;
+      let ly = dx * rs - dy * rc;
+      lx -= p * Math.round(lx / p);
+      ly -= p * Math.round(ly / p);
+      const cover = clamp01(0.5 - sdf(cls, lx, ly, r));
+      const lit = 1 + shade * (lx / r);
       const w = bits();
-      out[i] = clamp01(r0 + noise * ((w & 1023) - 511.5));
-      out[n + i] = clamp01(r1 + noise * (((w >>> 10) & 1023) - 511.5));
-      out[2 * n + i] = clamp01(r2 + noise * (((w >>> 20) & 1023) - 511.5));
+      for (let c = 0; c < 3; c++) {
+        const v = bg[c] + (clamp01(fg[c] * lit) - bg[c]) * cover;
+        // Colour noise: three 10-bit values of one draw, centred.
+        out[c * n + i] = clamp01(v + noise * (((w >>> (10 * c)) & 1023) - 511.5));
+      }
     }
   }
 }
@@ -233,17 +178,16 @@ function makeSplit(key: Key, perClass: number, classes: number, size: number): S
   const per = 3 * size * size;
   const images = new Float32Array(n * per);
   const labels = new Int32Array(n);
-  const scratch = new Float32Array(size * size);
   for (let i = 0; i < n; i++) {
     // Class-interleaved order: every prefix is (nearly) balanced.
     labels[i] = i % classes;
-    render(images.subarray(i * per, (i + 1) * per), labels[i], size, new Stream(foldIn(key, i)), scratch);
+    render(images.subarray(i * per, (i + 1) * per), labels[i], size, new Stream(foldIn(key, i)));
   }
   return { images, labels, n };
 }
 
 /**
- * The embedded shapes dataset: 10 classes (`EMBEDDED_CLASSES`) of `size`-px RGB images, `trainPerClass` and
+ * The embedded motif-texture dataset: 10 classes (`EMBEDDED_CLASSES`, the motifs) of `size`-px RGB images, `trainPerClass` and
  * `testPerClass` images per class, labels interleaved (`label = i mod 10`). Train and test come from
  * independent streams of the seed.
  *

@@ -350,6 +350,28 @@ Deno.test("views on WebGPU (vec4 runs and merged dimensions): transpose, slice, 
   }
 });
 
+Deno.test("reductions on WebGPU over leading axes with a contiguous kept dimension (vec4 columns) equal the CPU", async () => {
+  const backend = await gpu();
+  const data = Float32Array.from({ length: 5 * 7 * 12 }, (_, i) => Math.cos(i * 0.37) * 10);
+  const cases: [string, (x: Tensor) => Tensor][] = [
+    ["sum rows", (x) => api.sum(api.reshape(x, [35, 12]), [0])],
+    ["sum leading two", (x) => api.sum(x, [0, 1])],
+    ["max leading", (x) => api.max(x, [0])],
+    ["min middle", (x) => api.min(x, [1])],
+  ];
+  for (const [name, f] of cases) {
+    const run = (b: Backend) => f(tensor(data, { shape: [5, 7, 12], backend: b }));
+    const [want, got] = await readAll([run(cpu), run(backend)]);
+    assert.equal(got.length, want.length, name);
+    for (let i = 0; i < want.length; i++) {
+      assert.ok(
+        Math.abs(got[i] - want[i]) <= 1e-4 * (1 + Math.abs(want[i])),
+        `${name} [${i}]: ${got[i]} vs ${want[i]}`,
+      );
+    }
+  }
+});
+
 Deno.test("shape rules", async (t) => {
   await t.step("binary and comparison ops broadcast like NumPy, symmetrically", () => {
     prop(fc.tuple(fc.constantFrom(...BINARY, ...COMPARE), shapePair), ([op, [a, b]]) => {

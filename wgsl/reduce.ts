@@ -8,7 +8,7 @@ import type { Aval } from "../ops/prim.ts";
 import type { KernelSource } from "../ops/rule.ts";
 import { mergeDims, size, stridesOf } from "../ops/shape.ts";
 import { offsetOf, perThreadKernel, WG } from "./codegen.ts";
-import { wgslType } from "./types.ts";
+import { PRELUDE, wgslType } from "./types.ts";
 
 /** How the reduced element is produced from its flat index `e` in the reduction input. */
 export interface ElementSource {
@@ -41,6 +41,11 @@ export function reduceKernel(
   // Merged dimensions: reducing the leading axes of [B, N, D] walks one stride-D axis, not two.
   const keptDims = mergeDims(kept.map((i) => x.shape[i]), kept.map((i) => strides[i]));
   const redDims = mergeDims(axes.map((i) => x.shape[i]), axes.map((i) => strides[i]));
+  const k = keptDims.shape.length - 1;
+  const columns = element.code === "" && element.value === "in0[e]" && k >= 0 && keptDims.strides[k] === 1 &&
+    keptDims.shape[k] % 4 === 0 && keptDims.strides.slice(0, k).every((d) => d % 4 === 0) &&
+    redDims.strides.every((d) => d % 4 === 0);
+  if (columns) return columnReduceKernel(x, out, keptDims, redDims, redCount, init, step);
   const body = `
   ${offsetOf("base", "gid", keptDims.shape, keptDims.strides)}
   var acc: ${wgslType(out.dtype)} = ${init};
@@ -53,4 +58,42 @@ export function reduceKernel(
   }
   out[gid] = acc;`;
   return { code: perThreadKernel(element.inputs, out.dtype, n, body), threads: n, workgroupSize: WG };
+}
+
+type Dims = { shape: number[]; strides: number[] };
+
+/**
+ * A reduction whose kept innermost dimension is contiguous (column sums such as bias gradients): each
+ * invocation folds 4 neighbouring outputs from vec4 loads, with one scalar accumulator per component.
+ */
+function columnReduceKernel(
+  x: Aval,
+  out: Aval,
+  kept: Dims,
+  reduced: Dims,
+  redCount: number,
+  init: string,
+  step: (acc: string, v: string) => string,
+): KernelSource {
+  const n = size(out.shape);
+  const t = wgslType(x.dtype);
+  const ot = wgslType(out.dtype);
+  const cs = [0, 1, 2, 3];
+  const code = `${PRELUDE}
+@group(0) @binding(0) var<storage, read> in0: array<vec4<${t}>>;
+@group(0) @binding(1) var<storage, read_write> out: array<vec4<${ot}>>;
+@compute @workgroup_size(${WG})
+fn main(@builtin(global_invocation_id) g: vec3<u32>, @builtin(num_workgroups) nw: vec3<u32>) {
+  let gid = g.x + g.y * nw.x * ${WG}u;
+  if (gid >= ${n / 4}u) { return; }
+  ${offsetOf("base", "gid * 4u", kept.shape, kept.strides)}
+  ${cs.map((c) => `var acc${c}: ${ot} = ${init};`).join("\n  ")}
+  for (var r = 0u; r < ${redCount}u; r++) {
+    ${offsetOf("ro", "r", reduced.shape, reduced.strides)}
+    let v = in0[(base + ro) / 4u];
+    ${cs.map((c) => `acc${c} = ${step(`acc${c}`, `v[${c}]`)};`).join("\n    ")}
+  }
+  out[gid] = vec4<${ot}>(${cs.map((c) => `acc${c}`).join(", ")});
+}`;
+  return { code, threads: n / 4, workgroupSize: WG };
 }

@@ -32,15 +32,31 @@ export function bindings(inDtypes: readonly DType[], outDtype: DType): string {
  * A whole shader with one invocation per `threads` (2-D dispatch folded into a flat `gid`), running `body`
  * only for `gid < threads`.
  */
-export function perThreadKernel(inDtypes: readonly DType[], outDtype: DType, threads: number, body: string): string {
+export function perThreadKernel(
+  inDtypes: readonly DType[],
+  outDtype: DType,
+  threads: number,
+  body: string,
+  wg = WG,
+): string {
   return `${PRELUDE}
 ${bindings(inDtypes, outDtype)}
-@compute @workgroup_size(${WG})
+@compute @workgroup_size(${wg})
 fn main(@builtin(global_invocation_id) g: vec3<u32>, @builtin(num_workgroups) nw: vec3<u32>) {
-  let gid = g.x + g.y * nw.x * ${WG}u;
+  let gid = g.x + g.y * nw.x * ${wg}u;
   if (gid >= ${threads}u) { return; }
   ${body}
 }`;
+}
+
+/**
+ * Workgroup size for a kernel of `threads` long-running invocations: smaller groups when there are few, so
+ * that at least 8 groups exist to spread over the CPU cores of a software adapter (a group runs on one core).
+ */
+export function workgroupFor(threads: number): number {
+  let wg = WG;
+  while (wg > 8 && threads < 8 * wg) wg /= 2;
+  return wg;
 }
 
 /** Elements each invocation of an elementwise kernel handles (contiguous runs vectorise better on lavapipe). */

@@ -7,7 +7,7 @@ import type { DType } from "../ops/dtype.ts";
 import type { Aval } from "../ops/prim.ts";
 import type { KernelSource } from "../ops/rule.ts";
 import { mergeDims, size, stridesOf } from "../ops/shape.ts";
-import { offsetOf, perThreadKernel, WG } from "./codegen.ts";
+import { offsetOf, perThreadKernel, workgroupFor } from "./codegen.ts";
 import { PRELUDE, wgslType } from "./types.ts";
 
 /** How the reduced element is produced from its flat index `e` in the reduction input. */
@@ -57,7 +57,8 @@ export function reduceKernel(
     acc = ${step("acc", "v")};
   }
   out[gid] = acc;`;
-  return { code: perThreadKernel(element.inputs, out.dtype, n, body), threads: n, workgroupSize: WG };
+  const wg = workgroupFor(n);
+  return { code: perThreadKernel(element.inputs, out.dtype, n, body, wg), threads: n, workgroupSize: wg };
 }
 
 type Dims = { shape: number[]; strides: number[] };
@@ -79,12 +80,13 @@ function columnReduceKernel(
   const t = wgslType(x.dtype);
   const ot = wgslType(out.dtype);
   const cs = [0, 1, 2, 3];
+  const wg = workgroupFor(n / 4);
   const code = `${PRELUDE}
 @group(0) @binding(0) var<storage, read> in0: array<vec4<${t}>>;
 @group(0) @binding(1) var<storage, read_write> out: array<vec4<${ot}>>;
-@compute @workgroup_size(${WG})
+@compute @workgroup_size(${wg})
 fn main(@builtin(global_invocation_id) g: vec3<u32>, @builtin(num_workgroups) nw: vec3<u32>) {
-  let gid = g.x + g.y * nw.x * ${WG}u;
+  let gid = g.x + g.y * nw.x * ${wg}u;
   if (gid >= ${n / 4}u) { return; }
   ${offsetOf("base", "gid * 4u", kept.shape, kept.strides)}
   ${cs.map((c) => `var acc${c}: ${ot} = ${init};`).join("\n  ")}
@@ -95,5 +97,5 @@ fn main(@builtin(global_invocation_id) g: vec3<u32>, @builtin(num_workgroups) nw
   }
   out[gid] = vec4<${ot}>(${cs.map((c) => `acc${c}`).join(", ")});
 }`;
-  return { code, threads: n / 4, workgroupSize: WG };
+  return { code, threads: n / 4, workgroupSize: wg };
 }

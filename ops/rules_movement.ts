@@ -2,7 +2,7 @@
 import { allocHost, type HostArray, toHost } from "./dtype.ts";
 import type { Aval } from "./prim.ts";
 import type { KernelSource, Rule } from "./rule.ts";
-import { broadcastStrides, fmt, sameShape, size, stridesOf } from "./shape.ts";
+import { broadcastStrides, fmt, mergeDims, sameShape, size, stridesOf } from "./shape.ts";
 import { forEachIndex } from "./cpu_util.ts";
 import * as api from "./api.ts";
 import { offsetOf, perThreadKernel, WG } from "../wgsl/codegen.ts";
@@ -43,30 +43,6 @@ fn main(@builtin(global_invocation_id) g: vec3<u32>, @builtin(num_workgroups) nw
   const body = `${offsetOf("o", "gid", shape, st)}
   out[gid] = in0[o + ${offset}u];`;
   return { code: perThreadKernel([x.dtype], out.dtype, n, body), threads: n, workgroupSize: WG };
-}
-
-/**
- * Drops unit dimensions and merges neighbours that the source walks contiguously (stride of d = size of d+1 ×
- * stride of d+1), so that a view kernel spends fewer divisions per element on its index.
- */
-export function mergeDims(
-  shape: readonly number[],
-  strides: readonly number[],
-): { shape: number[]; strides: number[] } {
-  const sh: number[] = [];
-  const st: number[] = [];
-  shape.forEach((d, i) => {
-    if (d === 1) return;
-    const k = sh.length - 1;
-    if (k >= 0 && st[k] === strides[i] * d) {
-      sh[k] *= d;
-      st[k] = strides[i];
-    } else {
-      sh.push(d);
-      st.push(strides[i]);
-    }
-  });
-  return { shape: sh, strides: st };
 }
 
 function transposeStrides(shape: readonly number[], perm: readonly number[]): number[] {

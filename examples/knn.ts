@@ -201,7 +201,7 @@ export interface WeightsOptions {
 function shortLoadError(message: string): string {
   const sections: { title: string; items: string[] }[] = [];
   for (const line of message.split("\n").slice(1)) {
-    if (/^  \S/.test(line)) sections.push({ title: line.trim(), items: [] });
+    if (/^ {2}\S/.test(line)) sections.push({ title: line.trim(), items: [] });
     else if (sections.length) sections.at(-1)!.items.push(line.trim());
   }
   if (!sections.length) return message;

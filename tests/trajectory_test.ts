@@ -269,3 +269,35 @@ for (const [kind, mode] of [["nofreeze", "dense"], ["freeze", "dense"], ["nofree
     }
   });
 }
+
+Deno.test("ibotStep: weight_g stays fixed by default (norm_last_layer) and learns with a trainable weight_g", async () => {
+  const f = await load(cpu);
+  const hp: IbotHyper = {
+    lr: 1e-2,
+    wd: 0.04,
+    momentum: 0.9,
+    teacherTemp: 0.04,
+    teacherPatchTemp: 0.04,
+    freezeLastLayer: 0,
+  };
+  const state = (): IbotState<VitParams, HeadParams> => ({
+    student: f.student,
+    teacher: f.teacher,
+    opt: adamwInit(f.student),
+    center: f.center,
+    center2: f.center2,
+    key: random.key(0, cpu),
+  });
+  const learning = ibotStep<VitParams, HeadParams>({
+    backbone: (p, images, o) => vit(p, images, { numHeads: NUM_HEADS, returnAllTokens: true, ...o }),
+    head: (h, tokens) => head(h, tokens, { normLastLayer: false }),
+    trainable: () => true,
+    globalCrops: 2,
+  });
+  const before = await f.student.head.last_layer.weight_g.data();
+  const fixed = await trainStep(state(), f.batch, hp).state.student.head.last_layer.weight_g.data();
+  const learnt = await learning(state(), f.batch, hp).state.student.head.last_layer.weight_g.data();
+  assert.deepEqual(Array.from(fixed), Array.from(before));
+  const moved = Array.from(learnt).filter((g, i) => Math.abs(g - before[i]) > 1e-4).length;
+  assert.ok(moved > learnt.length / 2, `${moved} of ${learnt.length} weight_g entries moved`);
+});

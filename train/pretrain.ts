@@ -290,6 +290,8 @@ export async function pretrain(cfg: PretrainConfig, ds: Dataset, opts: PretrainO
       head: (h, tokens) => head(h, tokens, { normLastLayer: cfg.head.normLastLayer }),
       headFeatures,
       headPrototypes: (h, z) => headPrototypes(h, z, { normLastLayer: cfg.head.normLastLayer }),
+      // Without the official norm_last_layer, the prototype layer's weight_g is a trained parameter.
+      trainable: cfg.head.normLastLayer ? undefined : () => true,
       globalCrops: cfg.augment.globalCrops.number,
       studentTemp: cfg.studentTemp,
       clipGrad: cfg.clipGrad,

@@ -82,6 +82,11 @@ export interface IbotStepConfig<B, H> {
   headFeatures?(params: H, tokens: Tensor): Tensor;
   /** The head's prototype layer (`headPrototypes`); `head = headPrototypes ∘ headFeatures`. */
   headPrototypes?(params: H, features: Tensor): Tensor;
+  /**
+   * Which student parameters AdamW trains (default: all but `last_layer.weight_g`, the official
+   * `norm_last_layer` setting; pass `() => true` with a head whose `weight_g` learns).
+   */
+  trainable?: (path: string, shape: readonly number[]) => boolean;
   /** Number of global crops (2). */
   globalCrops: number;
   /** Student temperature (0.1). */
@@ -222,6 +227,7 @@ export function ibotStep<B, H>(
       lr: hp.lr,
       wd: hp.wd,
       freezeLastLayer: hp.freezeLastLayer,
+      trainable: cfg.trainable,
     });
     const teacher = emaFold(state.teacher, student, hp.momentum);
 

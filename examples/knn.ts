@@ -16,6 +16,7 @@
  */
 import { parseArgs } from "node:util";
 import { need, runCli, UsageError } from "./lib/cli.ts";
+import { loadData } from "./lib/data.ts";
 import { initBackend } from "../mod.ts";
 import type { Tensor } from "../autograd/tensor.ts";
 import { jit } from "../autograd/jit.ts";
@@ -43,9 +44,7 @@ import { knnAccuracy } from "../train/knn.ts";
 import { splitFeatures } from "../train/features.ts";
 import { PRESETS, type PretrainConfig } from "../train/presets.ts";
 import type { Dataset } from "../train/data/dataset.ts";
-import { embeddedDataset } from "../train/data/embedded.ts";
-import { FMNIST_DIR, loadFashionMnist } from "../train/data/fmnist.ts";
-import { loadImageFolder } from "../train/data/imagefolder.ts";
+import { FMNIST_DIR } from "../train/data/fmnist.ts";
 
 const ARCHS = [...Object.keys(VIT_PRESETS), ...Object.keys(SWIN_PRESETS)];
 
@@ -400,22 +399,6 @@ export async function knnOf(
     train.dispose();
     test.dispose();
   }
-}
-
-async function loadData(source: string): Promise<Dataset> {
-  if (source === "embedded") return embeddedDataset({ seed: 0 });
-  if (source === "fmnist") {
-    need({ name: "read", path: FMNIST_DIR }, "--data fmnist", `--allow-read=${FMNIST_DIR}`);
-    return await loadFashionMnist();
-  }
-  need({ name: "read", path: source }, `--data ${source}`, `--allow-read=${source}`);
-  try {
-    if (!(await Deno.stat(source)).isDirectory) throw new UsageError(`--data ${source}: not a folder`);
-  } catch (e) {
-    if (e instanceof Deno.errors.NotFound) throw new UsageError(`--data ${source}: no such folder`);
-    throw e;
-  }
-  return await loadImageFolder(source);
 }
 
 function positiveInt(name: string, v: string | undefined): number | undefined {

@@ -9,14 +9,12 @@
  */
 import { parseArgs } from "node:util";
 import { need, runCli, UsageError } from "./lib/cli.ts";
+import { loadData } from "./lib/data.ts";
 import { initBackend } from "../mod.ts";
 import { PRESETS, type PretrainConfig } from "../train/presets.ts";
 import { NonFiniteLossError, pretrain, type Progress } from "../train/pretrain.ts";
 import { NonFiniteStateError } from "../train/checkpoint.ts";
-import type { Dataset } from "../train/data/dataset.ts";
-import { embeddedDataset } from "../train/data/embedded.ts";
-import { FMNIST_DIR, loadFashionMnist } from "../train/data/fmnist.ts";
-import { loadImageFolder } from "../train/data/imagefolder.ts";
+import { FMNIST_DIR } from "../train/data/fmnist.ts";
 import { VIT_PRESETS } from "../models/vit.ts";
 import { isSwin, smallSwin, SWIN_PRESETS, type SwinArch } from "../train/backbone.ts";
 import { writeRunCurves } from "./plot.ts";
@@ -56,22 +54,6 @@ function positiveInt(name: string, v: string | undefined): number | undefined {
   const n = Number(v);
   if (!Number.isInteger(n) || n < 1) throw new UsageError(`--${name} must be a positive integer, got '${v}'`);
   return n;
-}
-
-async function loadData(source: string): Promise<Dataset> {
-  if (source === "embedded") return embeddedDataset({ seed: 0 });
-  if (source === "fmnist") {
-    need({ name: "read", path: FMNIST_DIR }, "--data fmnist", `--allow-read=${FMNIST_DIR}`);
-    return await loadFashionMnist();
-  }
-  need({ name: "read", path: source }, `--data ${source}`, `--allow-read=${source}`);
-  try {
-    if (!(await Deno.stat(source)).isDirectory) throw new UsageError(`--data ${source}: not a folder`);
-  } catch (e) {
-    if (e instanceof Deno.errors.NotFound) throw new UsageError(`--data ${source}: no such folder`);
-    throw e;
-  }
-  return await loadImageFolder(source);
 }
 
 function fmtTime(s: number): string {

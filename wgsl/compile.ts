@@ -286,20 +286,29 @@ function emitTree(
     loaded.set(id, name);
     return name;
   };
+  emitMembers(graph, members, (id) => (inlined.has(id) ? `t${id}` : load(id)), "", lines);
+  return { lines, value: `t${members[members.length - 1].out}` };
+}
+
+/** Appends `let t<id><suffix> = …;` for each elementwise member, reading operands through `arg`. */
+function emitMembers(
+  graph: Graph,
+  members: readonly Eqn[],
+  arg: (id: number) => string,
+  suffix: string,
+  lines: string[],
+): void {
   for (const m of members) {
     const w = RULES[m.prim].wgsl;
-    if (w.kind !== "map") throw new Error("emitTree: non-elementwise member");
-    const args = m.inputs.map((id) => (inlined.has(id) ? `t${id}` : load(id)));
-    const avals = m.inputs.map((id) => graph.avals[id]);
+    if (w.kind !== "map") throw new Error(`fused kernel: ${m.prim} is not elementwise`);
     const expr = (w.expr as (a: string[], i: readonly Aval[], o: Aval, p: unknown) => string)(
-      args,
-      avals,
+      m.inputs.map(arg),
+      m.inputs.map((id) => graph.avals[id]),
       graph.avals[m.out],
       m.params,
     );
-    lines.push(`let t${m.out}: ${wgslType(graph.avals[m.out].dtype)} = ${expr};`);
+    lines.push(`let t${m.out}${suffix}: ${wgslType(graph.avals[m.out].dtype)} = ${expr};`);
   }
-  return { lines, value: `t${members[members.length - 1].out}` };
 }
 
 /** One kernel computing a fused elementwise tree; `members` ends with the root. */
@@ -388,19 +397,7 @@ function vec4Kernel(
     return get;
   };
   for (let c = 0; c < 4; c++) {
-    for (const m of members) {
-      const w = RULES[m.prim].wgsl;
-      if (w.kind !== "map") throw new Error("vec4Kernel: non-elementwise member");
-      const args = m.inputs.map((id) => (inlined.has(id) ? `t${id}_${c}` : load(id)(c)));
-      const avals = m.inputs.map((id) => graph.avals[id]);
-      const expr = (w.expr as (a: string[], i: readonly Aval[], o: Aval, p: unknown) => string)(
-        args,
-        avals,
-        graph.avals[m.out],
-        m.params,
-      );
-      lines.push(`let t${m.out}_${c}: ${wgslType(graph.avals[m.out].dtype)} = ${expr};`);
-    }
+    emitMembers(graph, members, (id) => (inlined.has(id) ? `t${id}_${c}` : load(id)(c)), `_${c}`, lines);
   }
   const t = wgslType(out.dtype);
   const code = `${PRELUDE}

@@ -1,0 +1,28 @@
+/**
+ * The examples' `--data` flag: `embedded`, `fmnist` or a folder of class sub-folders, with permission-aware errors
+ * that name the flag and the permission to add.
+ *
+ * @module
+ */
+import { need, UsageError } from "./cli.ts";
+import type { Dataset } from "../../train/data/dataset.ts";
+import { embeddedDataset } from "../../train/data/embedded.ts";
+import { FMNIST_DIR, loadFashionMnist } from "../../train/data/fmnist.ts";
+import { loadImageFolder } from "../../train/data/imagefolder.ts";
+
+/** Loads the dataset a `--data` value names. */
+export async function loadData(source: string): Promise<Dataset> {
+  if (source === "embedded") return embeddedDataset({ seed: 0 });
+  if (source === "fmnist") {
+    need({ name: "read", path: FMNIST_DIR }, "--data fmnist", `--allow-read=${FMNIST_DIR}`);
+    return await loadFashionMnist();
+  }
+  need({ name: "read", path: source }, `--data ${source}`, `--allow-read=${source}`);
+  try {
+    if (!(await Deno.stat(source)).isDirectory) throw new UsageError(`--data ${source}: not a folder`);
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) throw new UsageError(`--data ${source}: no such folder`);
+    throw e;
+  }
+  return await loadImageFolder(source);
+}

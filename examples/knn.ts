@@ -15,7 +15,7 @@
  * @module
  */
 import { parseArgs } from "node:util";
-import { need, runCli, UsageError } from "./lib/cli.ts";
+import { readBytes, runCli, UsageError } from "./lib/cli.ts";
 import { loadData } from "./lib/data.ts";
 import { initBackend } from "../mod.ts";
 import type { Tensor } from "../autograd/tensor.ts";
@@ -100,17 +100,6 @@ export interface KnnModel {
   cfg?: PretrainConfig;
   /** The checkpoint's seed. */
   seed?: number;
-}
-
-async function readBytes(path: string, flag: string): Promise<Uint8Array> {
-  need({ name: "read", path }, `${flag} ${path}`, `--allow-read=${path}`);
-  try {
-    return await Deno.readFile(path);
-  } catch (e) {
-    if (e instanceof Deno.errors.NotFound) throw new UsageError(`${flag} ${path}: no such file`);
-    if (e instanceof Deno.errors.IsADirectory) throw new UsageError(`${flag} ${path}: a folder, not a file`);
-    throw new UsageError(`${flag} ${path}: cannot be read (${(e as Error).message})`);
-  }
 }
 
 /** The expected (ParamSpec) tree of a backbone, for `loadIntoModel`. */

@@ -40,3 +40,15 @@ export async function runCli(
     throw e;
   }
 }
+
+/** Reads a file a flag names; a missing file, a folder or an unreadable file is a usage error naming both. */
+export async function readBytes(path: string, flag: string): Promise<Uint8Array> {
+  need({ name: "read", path }, `${flag} ${path}`, `--allow-read=${path}`);
+  try {
+    return await Deno.readFile(path);
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) throw new UsageError(`${flag} ${path}: no such file`);
+    if (e instanceof Deno.errors.IsADirectory) throw new UsageError(`${flag} ${path}: a folder, not a file`);
+    throw new UsageError(`${flag} ${path}: cannot be read (${(e as Error).message})`);
+  }
+}

@@ -28,7 +28,7 @@ import { backboneConfig, initState } from "../../train/pretrain.ts";
 import { loadCheckpoint } from "../../train/checkpoint.ts";
 
 export { need, UsageError } from "./cli.ts";
-import { need, UsageError } from "./cli.ts";
+import { readBytes, UsageError } from "./cli.ts";
 
 /** Where the backbone comes from. */
 export interface BackboneSource {
@@ -64,16 +64,6 @@ function presetOf(name = "embedded-small"): PretrainConfig {
   const p = PRESETS[name];
   if (!p) throw new UsageError(`--preset: unknown preset '${name}' (${Object.keys(PRESETS).join(", ")})`);
   return p;
-}
-
-async function readBytes(path: string, flag: string): Promise<Uint8Array> {
-  need({ name: "read", path }, `${flag} ${path}`, `--allow-read=${path}`);
-  try {
-    return await Deno.readFile(path);
-  } catch (e) {
-    if (e instanceof Deno.errors.NotFound) throw new UsageError(`${flag} ${path}: no such file`);
-    throw e;
-  }
 }
 
 /** Frees every tensor of a tree. */

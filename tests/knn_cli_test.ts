@@ -3,27 +3,13 @@ import assert from "node:assert/strict";
 import { main } from "../examples/knn.ts";
 import { UsageError } from "../examples/lib/cli.ts";
 import { initState, knnFeatures, pretrain } from "../train/pretrain.ts";
-import { PRESETS, type PretrainConfig } from "../train/presets.ts";
 import { resolveBackbone } from "../train/backbone.ts";
 import { loadCheckpoint } from "../train/checkpoint.ts";
 import { knnAccuracy } from "../train/knn.ts";
 import { embeddedDataset } from "../train/data/embedded.ts";
 import { saveTeacherBackbone } from "../models/checkpoint.ts";
 import * as random from "../ops/random.ts";
-import { gpu } from "./util.ts";
-
-/** A 1-block ViT on embedded-small, as in pretrain_test. */
-function tiny(): PretrainConfig {
-  const base = PRESETS["embedded-small"];
-  return {
-    ...base,
-    backbone: { ...base.backbone, embedDim: 32, depth: 1, numHeads: 2 },
-    head: { hiddenDim: 32, bottleneckDim: 16, outDim: 64, normLastLayer: true },
-    augment: { ...base.augment, localCrops: { ...base.augment.localCrops, number: 2 } },
-    batchSize: 16,
-    epochs: 1,
-  };
-}
+import { gpu, tinyPretrainConfig } from "./util.ts";
 
 const LIMITS = ["--train-limit", "120", "--test-limit", "40", "--ks", "10,20,200"];
 
@@ -43,7 +29,7 @@ async function run(args: string[]) {
 Deno.test("knn CLI: a training checkpoint's printed k-NN equals knnAccuracy on the same features", async () => {
   const backend = await gpu();
   const dir = await Deno.makeTempDir();
-  const cfg = tiny();
+  const cfg = tinyPretrainConfig();
   const ds = embeddedDataset({ seed: 0 }); // what `--data embedded` loads
   await pretrain(cfg, ds, { backend, seed: 4, steps: 2, out: dir, evaluate: false });
   const ckpt = `${dir}/checkpoint.safetensors`;

@@ -1,23 +1,9 @@
 /** The pretraining loop: exact resume, non-finite handling, and the permission-free main job's building blocks. */
 import assert from "node:assert/strict";
 import { pretrain } from "../train/pretrain.ts";
-import { PRESETS, type PretrainConfig } from "../train/presets.ts";
 import { embeddedDataset } from "../train/data/embedded.ts";
 import { NonFiniteStateError } from "../train/checkpoint.ts";
-import { gpu } from "./util.ts";
-
-/** A tiny configuration: 200 images, batch 16, a 1-block ViT, 12 steps per epoch. */
-function tiny(): PretrainConfig {
-  const base = PRESETS["embedded-small"];
-  return {
-    ...base,
-    backbone: { ...base.backbone, embedDim: 32, depth: 1, numHeads: 2 },
-    head: { hiddenDim: 32, bottleneckDim: 16, outDim: 64, normLastLayer: true },
-    augment: { ...base.augment, localCrops: { ...base.augment.localCrops, number: 2 } },
-    batchSize: 16,
-    epochs: 1,
-  };
-}
+import { gpu, tinyPretrainConfig } from "./util.ts";
 
 const ds = embeddedDataset({ seed: 3, trainPerClass: 20, testPerClass: 4 });
 
@@ -30,9 +16,9 @@ Deno.test("pretrain: a run interrupted at step 3 and resumed gives the same loss
   const backend = await gpu();
   const [a, b] = [await Deno.makeTempDir(), await Deno.makeTempDir()];
   const common = { backend, seed: 5, logEvery: 1, evaluate: false };
-  await pretrain(tiny(), ds, { ...common, steps: 6, out: a });
-  await pretrain(tiny(), ds, { ...common, steps: 3, out: b });
-  await pretrain(tiny(), ds, { ...common, steps: 6, out: b, resume: true });
+  await pretrain(tinyPretrainConfig(), ds, { ...common, steps: 6, out: a });
+  await pretrain(tinyPretrainConfig(), ds, { ...common, steps: 3, out: b });
+  await pretrain(tinyPretrainConfig(), ds, { ...common, steps: 6, out: b, resume: true });
   const [la, lb] = [await losses(a), await losses(b)];
   assert.equal(la.length, 6);
   assert.deepEqual(lb, la, "bit-exact losses after resuming");
@@ -43,7 +29,7 @@ Deno.test("pretrain: a non-finite state stops the run naming the step and keeps 
   const backend = await gpu();
   const dir = await Deno.makeTempDir();
   // The lr is 0 at the first step (warm-up) and astronomically large afterwards: step 2 breaks the parameters.
-  const cfg = { ...tiny(), lr: 1e30, warmupEpochs: 1 };
+  const cfg = { ...tinyPretrainConfig(), lr: 1e30, warmupEpochs: 1 };
   await pretrain(cfg, ds, { backend, seed: 1, steps: 1, out: dir, evaluate: false, checkpointEvery: 1 });
   let failedAt = -1;
   await assert.rejects(
@@ -76,7 +62,7 @@ Deno.test("pretrain: resuming from a corrupt checkpoint names the file", async (
   const dir = await Deno.makeTempDir();
   await Deno.writeTextFile(`${dir}/checkpoint.safetensors`, "not a checkpoint");
   await assert.rejects(
-    pretrain(tiny(), ds, { backend, seed: 1, steps: 2, out: dir, resume: true, evaluate: false }),
+    pretrain(tinyPretrainConfig(), ds, { backend, seed: 1, steps: 2, out: dir, resume: true, evaluate: false }),
     new RegExp(`${dir}/checkpoint.safetensors`),
   );
   await Deno.remove(dir, { recursive: true });

@@ -60,6 +60,7 @@ export function readAll(ts: readonly Tensor[]): Promise<ArrayLike<number>[]> {
 import { vjp as vjpOf } from "../autograd/vjp.ts";
 import { flatten as flattenTree, unflatten as unflattenTree } from "../autograd/tree.ts";
 import { fromTyped } from "../ops/create.ts";
+import { PRESETS, type PretrainConfig } from "../train/presets.ts";
 
 /** A seeded PRNG (mulberry32) for reproducible test data; returns floats in [0, 1). */
 export function rng(seed: number): () => number {
@@ -140,4 +141,17 @@ export async function checkVjp(
     );
   }
   return { analytic, numeric };
+}
+
+/** A tiny pretraining configuration on embedded-small: a 1-block ViT of width 32, batch 16, 2 local crops, 1 epoch. */
+export function tinyPretrainConfig(): PretrainConfig {
+  const base = PRESETS["embedded-small"];
+  return {
+    ...base,
+    backbone: { ...base.backbone, embedDim: 32, depth: 1, numHeads: 2 },
+    head: { hiddenDim: 32, bottleneckDim: 16, outDim: 64, normLastLayer: true },
+    augment: { ...base.augment, localCrops: { ...base.augment.localCrops, number: 2 } },
+    batchSize: 16,
+    epochs: 1,
+  };
 }

@@ -125,6 +125,19 @@ export interface MaskOptions {
   epoch?: number;
 }
 
+/** The (mean, half-width) pairs of the prediction ratio, with the official defaults filled in. */
+function ratioPairs(opts: MaskOptions): { rs: number[]; vs: number[] } {
+  const ratio = opts.predRatio ?? [0, 0.3];
+  const rvar = opts.predRatioVar ??
+    (opts.predRatio === undefined ? [0, 0.2] : typeof ratio === "number" ? 0 : ratio.map(() => 0));
+  const rs = typeof ratio === "number" ? [ratio] : [...ratio];
+  const vs = typeof rvar === "number" ? [rvar] : [...rvar];
+  if (rs.length !== vs.length || rs.length === 0) {
+    throw new RangeError(`samplePredRatio: predRatio and predRatioVar must have the same (non-zero) length`);
+  }
+  return { rs, vs };
+}
+
 /**
  * One crop's prediction ratio (official `get_pred_ratio`): 0 while `epoch < predStartEpoch`; for a scalar
  * `r`, `v`: `U(r − v, r + v)` (or `r` when v = 0); for lists, one such draw per pair, then one of them
@@ -138,20 +151,13 @@ export interface MaskOptions {
  */
 export function samplePredRatio(rng: HostRng, opts: MaskOptions = {}): number {
   if ((opts.epoch ?? 0) < (opts.predStartEpoch ?? 0)) return 0;
-  const ratio = opts.predRatio ?? [0, 0.3];
-  const rvar = opts.predRatioVar ??
-    (opts.predRatio === undefined ? [0, 0.2] : typeof ratio === "number" ? 0 : ratio.map(() => 0));
-  const rs = typeof ratio === "number" ? [ratio] : [...ratio];
-  const vs = typeof rvar === "number" ? [rvar] : [...rvar];
-  if (rs.length !== vs.length || rs.length === 0) {
-    throw new RangeError(`samplePredRatio: predRatio and predRatioVar must have the same (non-zero) length`);
-  }
+  const { rs, vs } = ratioPairs(opts);
   const draws = rs.map((r, i) => {
     const v = vs[i];
     if (!(r >= v && v >= 0)) throw new RangeError(`samplePredRatio: need predRatio ≥ predRatioVar ≥ 0, got ${r}, ${v}`);
     return v > 0 ? rng.uniformIn(r - v, r + v) : r;
   });
-  if (typeof ratio === "number") return draws[0];
+  if (typeof opts.predRatio === "number") return draws[0]; // a scalar ratio takes no pick from the stream
   return draws[Math.min(Math.floor(rng.uniform() * draws.length), draws.length - 1)];
 }
 
@@ -433,11 +439,7 @@ export function maskSelection(
  * ```
  */
 export function maskCapacity(rows: number, n: number, opts: MaskOptions = {}): { typical: number; max: number } {
-  const ratio = opts.predRatio ?? [0, 0.3];
-  const rvar = opts.predRatioVar ??
-    (opts.predRatio === undefined ? [0, 0.2] : typeof ratio === "number" ? 0 : ratio.map(() => 0));
-  const rs = typeof ratio === "number" ? [ratio] : [...ratio];
-  const vs = typeof rvar === "number" ? [rvar] : [...rvar];
+  const { rs, vs } = ratioPairs(opts);
   // The ratio is one of the pairs, uniformly, then U(r − v, r + v): integrate floor(ratio·n) numerically.
   const steps = 4096;
   let mean = 0;

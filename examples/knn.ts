@@ -507,9 +507,10 @@ export async function main(
     treeMap((t: Tensor) => t.dispose(), model.params);
   }
   if (values.random) {
-    // The random baseline of examples/pretrain.ts: the teacher of initState(cfg, spec, key(seed + 12345)).
+    // The random baseline of examples/pretrain.ts: the teacher of initState(cfg, spec, key(seed)), i.e. the
+    // training run's own initialisation.
     const seed = values.seed !== undefined ? Number(values.seed) : model?.seed ?? 0;
-    const [kb] = random.split(random.key(seed + 12345, backend), 3);
+    const [kb] = random.split(random.key(seed, backend), 3);
     const params = dropMaskToken(initBackbone(kb, withMaskToken(spec, true)));
     const mean = model?.mean ?? cfgForRandom.augment.mean;
     const std = model?.std ?? cfgForRandom.augment.std;

@@ -1,6 +1,6 @@
 /**
- * The main job: iBOT self-supervised pretraining, then a weighted k-NN evaluation of the teacher against a
- * randomly initialised network.
+ * The main job: iBOT self-supervised pretraining, then a weighted k-NN evaluation of the teacher against the
+ * same network at its random initialisation.
  *
  * `deno run --unstable-webgpu examples/pretrain.ts` trains the `embedded-small` preset on the embedded shapes
  * dataset and needs no permissions. Flags that read or write files say which permission to add.
@@ -22,7 +22,7 @@ import { writeRunCurves } from "./plot.ts";
 const USAGE = `Usage: deno run --unstable-webgpu examples/pretrain.ts [options]
 
 iBOT pretraining (masked image modeling with an online tokenizer) on WebGPU or the CPU, then a
-weighted k-NN evaluation of the teacher against a randomly initialised network.
+weighted k-NN evaluation of the teacher against the same network at its random initialisation.
 
 Options:
   --preset NAME        ${Object.keys(PRESETS).join(" | ")} (default embedded-small)

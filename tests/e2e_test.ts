@@ -1,28 +1,34 @@
 /**
  * End to end: a short iBOT run on the embedded data (the main job's data) through the public loop. The loss must
- * fall clearly, and the trained teacher's k-NN@20 is compared with the random network `pretrain` reports and with
- * the run's own initialisation (the same network before training).
+ * fall clearly and the trained teacher's k-NN@20 must beat the run's own random initialisation (what `pretrain`
+ * reports as its random baseline: the same network before step 0, so the gain is not the spread between random
+ * networks, which is several points here).
  *
- * Not yet asserted: that training beats the initialisation's k-NN. At this size it does not: k-NN@20 gains over
- * the run's own initialisation were +0.4, 0.0 and -1.3 points (seeds 0, 1, 2; 40 steps) and +1.3, +1.8, +0.1
- * (62 steps, teacher 0.04 / student 0.1). Comparing with a different random network instead is misleading here:
- * random ViTs of this size vary from 0.37 to 0.56 k-NN@20 on these 1000 test images between initialisations.
- * The test only guards against training destroying the features (at most `KNN_TOLERANCE` below the init).
+ * "The loss falls" is measured against a control: the same run (same batches, crops, masks) with lr 0. The raw
+ * first losses are no reference, because the centers start at zero: the first teacher targets all peak on the
+ * prototype the untrained student also favours, so the loss starts low and climbs while the centers warm up
+ * (with lr 0 from 6.5 to 8.5–9.1 over 40 steps, seeds 0 and 1).
+ *
+ * Measured with this configuration (40 steps, seeds 0–4): k-NN@20 gains of +4.0, +4.7, +5.2, +6.1, +7.0 points
+ * over the initialisation; mean of the last four logged losses 4.3–5.3. With the photometric augmentations on, or
+ * the preset's former teacher momentum 0.99, the gains were 0 to +3.4 points and the teacher's CLS distribution
+ * drifted towards uniform.
  *
  * `IBOT_E2E_SEED` picks another seed (default 0).
  */
 import assert from "node:assert/strict";
-import { evaluateKnn, initState, pretrain } from "../train/pretrain.ts";
+import { pretrain } from "../train/pretrain.ts";
 import { PRESETS, type PretrainConfig } from "../train/presets.ts";
-import { resolveBackbone } from "../train/backbone.ts";
 import { embeddedDataset } from "../train/data/embedded.ts";
-import * as random from "../ops/random.ts";
 import { gpu } from "./util.ts";
 
-/** How far below its initialisation the trained teacher's k-NN@20 may end (worst of seeds 0–2: -0.013). */
-const KNN_TOLERANCE = 0.04;
+/** k-NN@20 the trained teacher must gain over its initialisation (seeds 0–4 gained 0.040 to 0.070). */
+const MIN_KNN_GAIN = 0.02;
 
-Deno.test("e2e: 40 iBOT steps on the embedded data lower the loss; k-NN is not destroyed", async () => {
+/** How far the mean of the last four logged losses must be below the lr-0 control's. */
+const LOSS_FALL = 1;
+
+Deno.test("e2e: 40 iBOT steps on the embedded data lower the loss and beat the random initialisation's k-NN", async () => {
   const backend = await gpu();
   const seed = Number(Deno.env.get("IBOT_E2E_SEED") ?? 0);
   const base = PRESETS["embedded-small"];
@@ -36,39 +42,43 @@ Deno.test("e2e: 40 iBOT steps on the embedded data lower the loss; k-NN is not d
     epochs: 2,
     lr: 4e-3,
     warmupEpochs: 0.3,
-    // A sharper teacher and a softer student than the preset: over these few steps the teacher's CLS
-    // distribution stays peaked (entropy well below log K) and the loss falls steadily (with 0.04 / 0.1 it
-    // falls for ~20 steps and then climbs back as the teacher's entropy drifts towards log K).
-    studentTemp: 0.2,
-    teacherTemp: { start: 0.02, end: 0.02, perIteration: true },
+    // A faster teacher than the preset's for a run this short (the teacher's k-NN is what is measured).
+    momentum: [0.95, 1],
   };
-  // 1000 training images (31 steps an epoch), 1000 test images (k-NN noise about ±1.5 points).
+  // 1000 training images (31 steps an epoch), 1000 test images.
   const ds = embeddedDataset({ seed: 0, trainPerClass: 100, testPerClass: 100 });
-  const losses: number[] = [];
-  const result = await pretrain(cfg, ds, {
-    backend,
-    seed,
-    steps: 40, // of the 62-step schedule
-    logEvery: 3,
-    knnKs: [20],
-    onProgress: (p) => losses.push(p.loss),
-  });
-  // The run's own initialisation: pretrain's state before the first step.
-  const vc = resolveBackbone(cfg, ds);
-  const init = initState(cfg, vc, random.key(seed, backend));
-  const knnInit = (await evaluateKnn(init.teacher.backbone, vc, ds, cfg, backend, [20]))[20];
-  const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / xs.length;
-  const first = mean(losses.slice(0, 2));
-  const last = mean(losses.slice(-4));
-  const [knn, knnRandom] = [result.knn[20], result.knnRandom[20]];
+  const run = async (c: PretrainConfig, evaluate: boolean) => {
+    const losses: number[] = [];
+    const result = await pretrain(c, ds, {
+      backend,
+      seed,
+      steps: 40, // of the 62-step schedule
+      logEvery: 3,
+      knnKs: [20],
+      evaluate,
+      onProgress: (p) => losses.push(p.loss),
+    });
+    assert.equal(result.steps, 40);
+    assert.ok(losses.every(Number.isFinite));
+    return { result, losses };
+  };
+  const { result, losses } = await run(cfg, true);
+  const control = await run({ ...cfg, lr: 0 }, false);
+  const lastFour = (xs: number[]) => xs.slice(-4).reduce((a, b) => a + b, 0) / 4;
+  const [last, lastControl] = [lastFour(losses), lastFour(control.losses)];
+  const [knn, knnInit] = [result.knn[20], result.knnRandom[20]];
+  const fmtLosses = (xs: number[]) => xs.map((l) => l.toFixed(2)).join(" ");
   console.log(
-    `  seed ${seed}: losses ${losses.map((l) => l.toFixed(2)).join(" ")}; k-NN@20 ${knn.toFixed(3)} vs random ` +
-      `${knnRandom.toFixed(3)} and init ${knnInit.toFixed(3)}`,
+    `  seed ${seed}: losses ${fmtLosses(losses)}; lr 0: ${fmtLosses(control.losses)}; k-NN@20 ${knn.toFixed(3)} ` +
+      `vs initialisation ${knnInit.toFixed(3)}`,
   );
-  assert.equal(result.steps, 40);
-  assert.ok(losses.every(Number.isFinite));
-  // Seeds 0, 1, 2: first two 6.43, 5.53, 5.67 -> last four 4.38, 3.86, 4.57 (a fall of 1.1 to 2.0).
-  assert.ok(last < first - 0.7, `the loss should fall: first ${first}, mean of the last four ${last}`);
-  for (const v of [knn, knnRandom, knnInit]) assert.ok(v >= 0 && v <= 1);
-  assert.ok(knn >= knnInit - KNN_TOLERANCE, `trained k-NN@20 ${knn} fell below the initialisation's ${knnInit}`);
+  assert.ok(
+    last < lastControl - LOSS_FALL,
+    `the loss should fall: mean of the last four ${last}, with lr 0 ${lastControl}`,
+  );
+  for (const v of [knn, knnInit]) assert.ok(v >= 0 && v <= 1);
+  assert.ok(
+    knn >= knnInit + MIN_KNN_GAIN,
+    `trained k-NN@20 ${knn} should beat the random initialisation's ${knnInit} by ${MIN_KNN_GAIN}`,
+  );
 });

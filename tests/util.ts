@@ -143,14 +143,24 @@ export async function checkVjp(
   return { analytic, numeric };
 }
 
-/** A tiny pretraining configuration on embedded-small: a 1-block ViT of width 32, batch 16, 2 local crops, 1 epoch. */
+/**
+ * A tiny pretraining configuration on embedded-small: a 1-block ViT of width 32, batch 16, 2 local crops, 1 epoch,
+ * with the official photometric augmentations (the preset has none) so that the jitted step exercises them.
+ */
 export function tinyPretrainConfig(): PretrainConfig {
   const base = PRESETS["embedded-small"];
   return {
     ...base,
     backbone: { ...base.backbone, embedDim: 32, depth: 1, numHeads: 2 },
     head: { hiddenDim: 32, bottleneckDim: 16, outDim: 64, normLastLayer: true },
-    augment: { ...base.augment, localCrops: { ...base.augment.localCrops, number: 2 } },
+    augment: {
+      ...base.augment,
+      jitter: { p: 0.8, brightness: 0.4, contrast: 0.4, saturation: 0.2, hue: 0.1 },
+      grayscaleP: 0.2,
+      blur: { pGlobal1: 1, pGlobalOther: 0.1, pLocal: 0.5, sigma: [0.1, 1.0], taps: 5 },
+      solarize: { pGlobal1: 0, pGlobalOther: 0.2, pLocal: 0, threshold: 0.5 },
+      localCrops: { ...base.augment.localCrops, number: 2 },
+    },
     batchSize: 16,
     epochs: 1,
   };

@@ -70,7 +70,7 @@ export const PRESETS: Readonly<Record<string, PretrainConfig>> = {
     data: "embedded",
     backbone: { imgSize: 32, patchSize: 8, inChans: 3, embedDim: 64, depth: 4, numHeads: 2, mlpRatio: 2 },
     head: { hiddenDim: 128, bottleneckDim: 64, outDim: 256, normLastLayer: true },
-    // Crops large enough to keep most of the shape in view; colour is a nuisance of this dataset.
+    // Crops large enough to keep several motifs in view; geometric views only (see AUGMENT_PRESETS).
     augment: {
       ...AUGMENT_PRESETS["embedded-small"],
       globalCrops: { number: 2, size: 32, scale: [0.5, 1] },
@@ -85,9 +85,10 @@ export const PRESETS: Readonly<Record<string, PretrainConfig>> = {
     weightDecay: [0.04, 0.4],
     clipGrad: 3,
     freezeLastLayerEpochs: 1,
-    // A faster teacher than the official 0.996: over ~190 steps 0.996 leaves the teacher about half at its
-    // random initialisation (0.996^186 ≈ 0.47), which the k-NN evaluation of the teacher then measures.
-    momentum: [0.99, 1],
+    // A much faster teacher than the official 0.996, for a run of ~190 steps (0.996^186 ≈ 0.47 of the teacher
+    // would still be its random initialisation). Seed 0, 186 steps, k-NN@20 over the initialisation: +6.6 points
+    // with 0.95 (loss 7.6 -> 4.2, teacher entropy ~1 nat), +6.3 with 0.99 (loss 7.6 -> 6.5, entropy ~3.6).
+    momentum: [0.95, 1],
     studentTemp: 0.1,
     // A constant sharp teacher: with the 0.04 -> 0.07 ramp such a short run drifts towards a uniform teacher
     // (its entropy rose to 4.9 of 5.5 nats and the loss stayed flat); at 0.04 the loss falls steadily.

@@ -8,6 +8,7 @@
  * - `vit_step`: a tiny-ViT forward+backward, eager vs `jit`, and its compile time (`bench/vit_step.ts`).
  * - `vit_forward`: a ViT-S/16 forward, batch 8, 224 px, against the offline PyTorch reference (`bench/vit_forward.ts`).
  * - `ibot_step`: one full fmnist-tiny iBOT training step, its compile time and GPU profile (`bench/ibot_step.ts`).
+ * - `knn`: weighted k-NN at Fashion-MNIST size, 60,000 × 10,000 features (`bench/knn.ts`).
  *
  * @module
  */
@@ -21,6 +22,7 @@ const BENCHES = {
   vit_step: () => import("./vit_step.ts"),
   vit_forward: () => import("./vit_forward.ts"),
   ibot_step: () => import("./ibot_step.ts"),
+  knn: () => import("./knn.ts"),
 } as const;
 type Name = keyof typeof BENCHES;
 

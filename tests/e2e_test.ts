@@ -7,7 +7,7 @@
  * "The loss falls" is measured against a control: the same run (same batches, crops, masks) with lr 0. The raw
  * first losses are no reference, because the centers start at zero: the first teacher targets all peak on the
  * prototype the untrained student also favours, so the loss starts low and climbs while the centers warm up
- * (with lr 0 from 6.5 to 8.5–9.1 over 40 steps, seeds 0 and 1).
+ * (with lr 0 from 4.4–6.5 to 8.5–9.2 over 40 steps, seeds 0, 1, 3).
  *
  * Measured with this configuration (40 steps, seeds 0–4): k-NN@20 gains of +4.0, +4.7, +5.2, +6.1, +7.0 points
  * over the initialisation; mean of the last four logged losses 4.3–5.3. With the photometric augmentations on, or

@@ -120,16 +120,19 @@ export async function knnAccuracy(
   let previous: Promise<void> = Promise.resolve();
   for (let start = 0; start < m; start += chunk) {
     const end = Math.min(m, start + chunk);
-    let rows = api.slice(testFeatures, [start, 0], [end, d]);
-    if (end - start < chunk && m > chunk) rows = api.pad(rows, [0, 0], [chunk - (end - start), 0]); // one plan
+    const sliced = api.slice(testFeatures, [start, 0], [end, d]);
+    const padded = end - start < chunk && m > chunk; // the last chunk keeps the plan's shape
+    const rows = padded ? api.pad(sliced, [0, 0], [chunk - (end - start), 0]) : sliced;
     const { sim, threshold } = similarities(rows, train);
-    if (rows !== testFeatures) rows.dispose();
+    for (const t of padded ? [sliced, rows] : [sliced]) if (t !== testFeatures) t.dispose();
     await previous;
     previous = Promise.all([sim.data(), threshold.data()]).then(([s, t]) => {
       for (let i = start; i < end; i++) {
         const row = (s as Float32Array).subarray((i - start) * n, (i - start + 1) * n);
         const predicted = votesOfRow(row, t[i - start], trainLabels, numClasses, validKs, temperature);
-        predicted.forEach((p, j) => (p === testLabels[i] ? correct[j]++ : 0));
+        predicted.forEach((p, j) => {
+          if (p === testLabels[i]) correct[j]++;
+        });
       }
       sim.dispose();
       threshold.dispose();

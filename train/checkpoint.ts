@@ -10,6 +10,13 @@ import type { Backend } from "../ops/backend.ts";
 import { fromTyped } from "../ops/create.ts";
 import { fmt } from "../ops/shape.ts";
 import { encodeSafetensors, type HostTensor, parseSafetensors, writeFileAtomic } from "../models/safetensors.ts";
+import { InputError } from "../errors.ts";
+
+/** A checkpoint that cannot be loaded: unreadable, not a training checkpoint, bad metadata, or not this model's. */
+export class CheckpointError extends InputError {
+  /** Always `"CheckpointError"`. */
+  override name = "CheckpointError";
+}
 
 /** Metadata stored with a checkpoint. `iteration` is the number of completed steps. */
 export interface CheckpointMeta {
@@ -74,17 +81,29 @@ export async function loadCheckpoint<T>(
   try {
     bytes = await Deno.readFile(path);
   } catch (e) {
-    throw new Error(`checkpoint '${path}' cannot be read: ${(e as Error).message}`);
+    throw new CheckpointError(`checkpoint '${path}' cannot be read: ${(e as Error).message}`);
   }
-  const file = parseSafetensors(bytes, path);
+  let file: ReturnType<typeof parseSafetensors>;
+  try {
+    file = parseSafetensors(bytes, path);
+  } catch (e) {
+    // Whatever the parser refuses is a property of the file, not a bug: report it as such.
+    throw new CheckpointError((e as Error).message);
+  }
   if (file.metadata.format !== "ibot-ts-checkpoint" || !file.metadata.meta) {
-    throw new Error(`checkpoint '${path}' is not an ibot-ts training checkpoint (no training metadata)`);
+    throw new CheckpointError(`checkpoint '${path}' is not an ibot-ts training checkpoint (no training metadata)`);
   }
   let meta: CheckpointMeta;
   try {
     meta = JSON.parse(file.metadata.meta);
   } catch (e) {
-    throw new Error(`checkpoint '${path}' has corrupt metadata: ${(e as Error).message}`);
+    throw new CheckpointError(`checkpoint '${path}' has corrupt metadata: ${(e as Error).message}`);
+  }
+  const iteration = (meta as { iteration?: unknown } | null)?.iteration;
+  if (!(typeof iteration === "number" && Number.isSafeInteger(iteration) && iteration >= 0)) {
+    throw new CheckpointError(
+      `checkpoint '${path}' has corrupt metadata: iteration ${JSON.stringify(iteration)} is not an integer >= 0`,
+    );
   }
   const want = paths<Tensor>(template);
   const problems: string[] = [];
@@ -99,7 +118,9 @@ export async function loadCheckpoint<T>(
   }
   const expected = new Set(want.map(([n]) => n));
   for (const name of file.tensors.keys()) if (!expected.has(name)) problems.push(`unexpected '${name}'`);
-  if (problems.length) throw new Error(`checkpoint '${path}' does not fit this run:\n  ${problems.join("\n  ")}`);
+  if (problems.length) {
+    throw new CheckpointError(`checkpoint '${path}' does not fit this run:\n  ${problems.join("\n  ")}`);
+  }
   const { def } = flatten(template);
   const leaves = want.map(([name]) => {
     const h = file.tensors.get(name)!;

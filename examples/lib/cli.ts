@@ -1,7 +1,8 @@
 /** What every example's command line shares: usage errors, permission checks and the exit-code convention. */
+import { InputError } from "../../errors.ts";
 
 /** A wrong command line or a missing permission; the examples print the message and exit with code 2. */
-export class UsageError extends Error {
+export class UsageError extends InputError {
   /** Always `"UsageError"`. */
   override name = "UsageError";
 }
@@ -13,9 +14,35 @@ export function need(desc: Deno.PermissionDescriptor, what: string, add: string)
   }
 }
 
+/** At most this many lines of a multi-line message (a list of problems) are kept, joined by "; ". */
+const MAX_ITEMS = 6;
+
+/** A message on one line: a list of problems (one per line) joined by "; ", capped at `MAX_ITEMS` items. */
+export function oneLine(message: string): string {
+  const lines = message.split("\n").map((l) => l.trim()).filter((l) => l);
+  if (lines.length <= 1) return lines[0] ?? "";
+  const [head, ...items] = lines;
+  const kept = items.slice(0, MAX_ITEMS);
+  const more = items.length > kept.length ? `; ... and ${items.length - kept.length} more` : "";
+  return `${head.replace(/:$/, "")}: ${kept.join("; ")}${more}`;
+}
+
+/** A one-line version of node's `parseArgs` error, with the flag that took a stray value named. */
+function argsMessage(e: Error & { code: string }, args: readonly string[]): string {
+  if (e.code === "ERR_PARSE_ARGS_UNEXPECTED_POSITIONAL") {
+    const stray = /'(.*)'/.exec(e.message)?.[1];
+    const i = args.indexOf(stray ?? "");
+    const flag = i > 0 ? args[i - 1] : "";
+    if (flag.startsWith("-") && !flag.includes("=")) return `${flag} takes no value (got '${stray}')`;
+    return `unexpected argument '${stray}': this command takes only --options`;
+  }
+  return oneLine(e.message);
+}
+
 /**
- * Runs an example's `main` and exits with its code. Usage errors and the listed `expected` errors are printed as
- * one line (exit 2); a bad option prints the usage (exit 2); anything else is a bug and propagates.
+ * Runs an example's `main` and exits with its code. Every bad input (an `InputError`, which includes
+ * `UsageError`, and the listed `expected` errors) and every bad option is printed as one line on stderr with
+ * exit code 2; anything else is a bug and propagates with its stack.
  */
 export async function runCli(
   main: () => Promise<number>,
@@ -26,15 +53,19 @@ export async function runCli(
     Deno.exit(await main());
   } catch (e) {
     if (e instanceof UsageError) {
-      console.error(`error: ${e.message} (see --help)`);
+      console.error(`error: ${oneLine(e.message)} (see --help)`);
       Deno.exit(2);
     }
-    if (expected.some((cls) => e instanceof cls)) {
-      console.error(`error: ${(e as Error).message}`);
+    if (e instanceof InputError || expected.some((cls) => e instanceof cls)) {
+      console.error(`error: ${oneLine((e as Error).message)}`);
       Deno.exit(2);
     }
-    if (e instanceof TypeError && /parseArgs|Unknown option|option/.test(e.message)) {
-      console.error(`error: ${e.message}\n${usage}`);
+    const code = (e as { code?: unknown }).code;
+    if (e instanceof TypeError && typeof code === "string" && code.startsWith("ERR_PARSE_ARGS")) {
+      const command = usage.split("\n")[0].replace(/^Usage:\s*/, "");
+      console.error(
+        `error: ${argsMessage(e as TypeError & { code: string }, Deno.args)} (usage: ${command}; see --help)`,
+      );
       Deno.exit(2);
     }
     throw e;

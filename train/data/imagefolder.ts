@@ -1,8 +1,8 @@
 /**
  * An image folder (torchvision `ImageFolder` layout): one sub-folder per class holding JPEG/PNG files, decoded
- * with the WASM codecs `@jsquash/jpeg` and `@jsquash/png` (loaded on first use; under Deno they find their
- * `.wasm` next to the module through a `file:` URL, which needs only `--allow-read`), then resized on the host
- * to a fixed square size (centre square crop, then Pillow-style antialiased bilinear resampling).
+ * with the WASM codecs `@jsquash/jpeg` and `@jsquash/png` (`decode.ts`; their WebAssembly is embedded, so reading
+ * a folder needs `--allow-read` for that folder only), then resized on the host to a fixed square size (centre
+ * square crop, then Pillow-style antialiased bilinear resampling).
  *
  * Layouts: `root/<class>/*` (everything is training data unless `testFraction` holds some out), or
  * `root/train/<class>/*` with `root/val/<class>/*` (or `root/test/...`) as the test split. Classes are the
@@ -12,6 +12,10 @@
  */
 import type { Dataset, Split } from "./dataset.ts";
 import { foldIn, permutation, seedKey } from "./rng.ts";
+import { type DecodedImage, decodeImage } from "./decode.ts";
+import { DataError } from "../../errors.ts";
+
+export { type DecodedImage, decodeImage } from "./decode.ts";
 
 /** Options of `loadImageFolder`. */
 export interface ImageFolderOptions {
@@ -36,49 +40,11 @@ export interface ImageFolderDataset extends Dataset {
   classNames: readonly string[];
   /** Paths of the undecodable files that were skipped. */
   skipped: string[];
-}
-
-/** Decoded RGBA pixels. */
-export interface DecodedImage {
-  width: number;
-  height: number;
-  data: Uint8ClampedArray;
+  /** Why each skipped file could not be decoded (same order as `skipped`). */
+  skipReasons: string[];
 }
 
 const EXTENSIONS = /\.(png|jpe?g)$/i;
-
-type Codec = (bytes: ArrayBuffer) => Promise<DecodedImage>;
-let codecs: Promise<{ png: Codec; jpeg: Codec }> | null = null;
-
-function loadCodecs(): Promise<{ png: Codec; jpeg: Codec }> {
-  codecs ??= Promise.all([import("npm:@jsquash/png@3.1.1"), import("npm:@jsquash/jpeg@1.6.0")]).then(
-    ([png, jpeg]) => ({
-      png: (b: ArrayBuffer) => png.decode(b) as Promise<DecodedImage>,
-      jpeg: (b: ArrayBuffer) => jpeg.decode(b) as Promise<DecodedImage>,
-    }),
-  );
-  return codecs;
-}
-
-/** Decodes PNG or JPEG bytes (by their magic numbers) to RGBA; throws on anything else or corrupt data. */
-export async function decodeImage(bytes: Uint8Array): Promise<DecodedImage> {
-  const { png, jpeg } = await loadCodecs();
-  const buf = bytes.slice().buffer as ArrayBuffer;
-  const isPng = bytes.length > 8 && bytes[0] === 0x89 && bytes[1] === 0x50 && bytes[2] === 0x4e && bytes[3] === 0x47;
-  const isJpeg = bytes.length > 3 && bytes[0] === 0xff && bytes[1] === 0xd8 && bytes[2] === 0xff;
-  if (!isPng && !isJpeg) throw new Error("neither PNG nor JPEG");
-  let img: DecodedImage;
-  try {
-    img = await (isPng ? png(buf) : jpeg(buf));
-  } catch (e) {
-    // The codecs sometimes throw non-Error values.
-    throw new Error(e instanceof Error ? e.message : String(e));
-  }
-  if (!(img && img.width > 0 && img.height > 0 && img.data.length === img.width * img.height * 4)) {
-    throw new Error("decoder returned no pixels");
-  }
-  return img;
-}
 
 /** Pillow's antialiased bilinear coefficients for resampling `[start, start + extent)` of an axis to `out`. */
 function coefficients(start: number, extent: number, out: number): { first: Int32Array; w: Float32Array[] } {
@@ -204,7 +170,7 @@ async function decodeAll(
   size: number,
   channels: 1 | 3,
   fit: "crop" | "stretch",
-  skipped: string[],
+  skipped: { paths: string[]; reasons: string[] },
 ): Promise<Split> {
   const per = channels * size * size;
   const images = new Float32Array(entries.length * per);
@@ -213,8 +179,11 @@ async function decodeAll(
     let img: DecodedImage;
     try {
       img = await decodeImage(await Deno.readFile(path));
-    } catch (_e) {
-      skipped.push(path);
+    } catch (e) {
+      // A missing read permission is the caller's to fix, not a property of this file: let it through.
+      if (e instanceof Deno.errors.NotCapable || e instanceof Deno.errors.PermissionDenied) throw e;
+      skipped.paths.push(path);
+      skipped.reasons.push((e as Error).message);
       continue;
     }
     resizeImage(img, size, channels, fit, images.subarray(labels.length * per, (labels.length + 1) * per));
@@ -224,8 +193,9 @@ async function decodeAll(
 }
 
 /**
- * Loads an image folder as a `Dataset` (see the module doc for the layouts). Throws when `root` is not a
- * folder or holds no class sub-folders; warns once with the count of undecodable files, which are skipped.
+ * Loads an image folder as a `Dataset` (see the module doc for the layouts). Throws a `DataError` when `root`
+ * is not a folder, holds no class sub-folders, no image files, or no decodable image; warns once with the
+ * count of undecodable files (which are skipped) and the first one's reason, and once naming empty classes.
  *
  * @example
  * ```ts ignore
@@ -242,7 +212,9 @@ export async function loadImageFolder(root: string, opts: ImageFolderOptions = {
   if (!(testFraction >= 0 && testFraction < 1)) throw new RangeError(`loadImageFolder: testFraction ${testFraction}`);
   const base = root.replace(/\/+$/, "") || "/";
   if (!(await isDir(base))) {
-    throw new Error(`loadImageFolder: ${root} does not exist or is not a folder (expected ${root}/<class>/<image>)`);
+    throw new DataError(
+      `loadImageFolder: ${root} does not exist or is not a folder (expected ${root}/<class>/<image>)`,
+    );
   }
   const top = await listDir(base);
   let trainDir = base;
@@ -254,13 +226,25 @@ export async function loadImageFolder(root: string, opts: ImageFolderOptions = {
   }
   const classes = (await listDir(trainDir)).dirs;
   if (classes.length === 0) {
-    throw new Error(`loadImageFolder: ${trainDir} has no class sub-folders (expected ${trainDir}/<class>/<image>)`);
+    throw new DataError(
+      `loadImageFolder: ${trainDir} has no class sub-folders (expected ${trainDir}/<class>/<image>)`,
+    );
   }
   let trainEntries = await scan(trainDir, classes, limit);
+  if (trainEntries.length === 0) {
+    throw new DataError(
+      `loadImageFolder: no images found in the ${classes.length} class folder(s) of ${trainDir} ` +
+        `(${classes.slice(0, 3).join(", ")}${classes.length > 3 ? ", ..." : ""}; looked for *.png, *.jpg, *.jpeg)`,
+    );
+  }
+  const empty = classes.filter((_, c) => !trainEntries.some(([, l]) => l === c));
+  if (empty.length > 0) {
+    console.warn(`loadImageFolder: no images in ${empty.map((c) => `${trainDir}/${c}`).join(", ")}`);
+  }
   let testEntries: [string, number][] = [];
   if (testDir) {
     const extra = (await listDir(testDir)).dirs.filter((d) => !classes.includes(d));
-    if (extra.length > 0) throw new Error(`loadImageFolder: ${testDir} has classes not in ${trainDir}: ${extra}`);
+    if (extra.length > 0) throw new DataError(`loadImageFolder: ${testDir} has classes not in ${trainDir}: ${extra}`);
     testEntries = await scan(testDir, classes, limit);
   } else if (testFraction > 0) {
     // Hold out round(fraction · count) files of each class, chosen by a seeded permutation.
@@ -275,14 +259,18 @@ export async function loadImageFolder(root: string, opts: ImageFolderOptions = {
     testEntries = trainEntries.filter(([p]) => held.has(p));
     trainEntries = trainEntries.filter(([p]) => !held.has(p));
   }
-  const skipped: string[] = [];
+  const skipped = { paths: [] as string[], reasons: [] as string[] };
   const train = await decodeAll(trainEntries, size, channels, fit, skipped);
   const test = await decodeAll(testEntries, size, channels, fit, skipped);
-  if (skipped.length > 0) {
-    console.warn(
-      `loadImageFolder: skipped ${skipped.length} undecodable file${skipped.length > 1 ? "s" : ""} under ${root} ` +
-        `(first: ${skipped[0]})`,
+  const n = skipped.paths.length;
+  const first = `${skipped.paths[0]}: ${skipped.reasons[0]}`;
+  if (train.n === 0) {
+    throw new DataError(
+      `loadImageFolder: none of the ${n} image file(s) under ${trainDir} could be decoded (first: ${first})`,
     );
+  }
+  if (n > 0) {
+    console.warn(`loadImageFolder: skipped ${n} undecodable file${n > 1 ? "s" : ""} under ${root} (first: ${first})`);
   }
   return {
     name: opts.name ?? (base.split("/").pop() || "imagefolder"),
@@ -292,6 +280,7 @@ export async function loadImageFolder(root: string, opts: ImageFolderOptions = {
     classNames: classes,
     train,
     test,
-    skipped,
+    skipped: skipped.paths,
+    skipReasons: skipped.reasons,
   };
 }

@@ -9,6 +9,7 @@
  */
 import { parseArgs } from "node:util";
 import { readCheckpoint } from "../mod.ts";
+import { runCli, UsageError } from "./lib/cli.ts";
 
 const USAGE = `Usage: deno run --allow-read examples/inspect_checkpoint.ts FILE [options]
 
@@ -23,42 +24,38 @@ Options:
   -h, --help        show this help
 `;
 
-function main(): Promise<void> | void {
-  let parsed;
-  try {
-    parsed = parseArgs({
-      args: Deno.args,
-      allowPositionals: true,
-      options: {
-        filter: { type: "string", default: "" },
-        depth: { type: "string", default: "1" },
-        summary: { type: "boolean", default: false },
-        help: { type: "boolean", short: "h", default: false },
-      },
-    });
-  } catch (e) {
-    console.error(`${(e as Error).message}\n\n${USAGE}`);
-    Deno.exit(2);
-  }
-  const { values, positionals } = parsed;
+async function main(): Promise<number> {
+  const { values, positionals } = parseArgs({
+    args: Deno.args,
+    allowPositionals: true,
+    options: {
+      filter: { type: "string", default: "" },
+      depth: { type: "string", default: "1" },
+      summary: { type: "boolean", default: false },
+      help: { type: "boolean", short: "h", default: false },
+    },
+  });
   if (values.help) {
     console.log(USAGE);
-    return;
+    return 0;
   }
-  if (positionals.length !== 1) {
-    console.error(`expected one FILE, got ${positionals.length}\n\n${USAGE}`);
-    Deno.exit(2);
-  }
+  if (positionals.length !== 1) throw new UsageError(`expected one FILE, got ${positionals.length}`);
   const depth = Number(values.depth);
   if (!Number.isInteger(depth) || depth < 1) {
-    console.error(`--depth must be a positive integer, got '${values.depth}'`);
-    Deno.exit(2);
+    throw new UsageError(`--depth must be a positive integer, got '${values.depth}'`);
   }
-  return inspect(positionals[0], values.filter, depth, values.summary);
+  await inspect(positionals[0], values.filter, depth, values.summary);
+  return 0;
 }
 
 async function inspect(path: string, filter: string, depth: number, summary: boolean): Promise<void> {
-  const ckpt = await readCheckpoint(path);
+  let ckpt: Awaited<ReturnType<typeof readCheckpoint>>;
+  try {
+    ckpt = await readCheckpoint(path);
+  } catch (e) {
+    // Whatever the reader refuses is a property of the file the user named.
+    throw new UsageError(`${path}: ${(e as Error).message}`);
+  }
   const rows = [...ckpt.tensors].filter(([k]) => k.startsWith(filter));
   const count = (shape: readonly number[]) => shape.reduce((a, b) => a * b, 1);
   const fmtInt = (n: number) => n.toLocaleString("en-US");
@@ -107,11 +104,4 @@ async function inspect(path: string, filter: string, depth: number, summary: boo
   }
 }
 
-if (import.meta.main) {
-  try {
-    await main();
-  } catch (e) {
-    console.error(`inspect_checkpoint: ${(e as Error).message}`);
-    Deno.exit(1);
-  }
-}
+if (import.meta.main) await runCli(main, USAGE);

@@ -15,8 +15,9 @@
  * @module
  */
 import { parseArgs } from "node:util";
-import { readBytes, runCli, UsageError } from "./lib/cli.ts";
+import { readBytes, runCli, seedFlag, UsageError } from "./lib/cli.ts";
 import { loadData } from "./lib/data.ts";
+import { checkNormChannels, vitHeads } from "./lib/model.ts";
 import { initBackend } from "../mod.ts";
 import type { Tensor } from "../autograd/tensor.ts";
 import { jit } from "../autograd/jit.ts";
@@ -61,7 +62,9 @@ Model (one of; --random alone evaluates a random network of --preset):
                       ('state_dict') or safetensors of backbone keys; needs --arch and --allow-read=FILE
   --arch NAME         the architecture of --weights: ${ARCHS.join(" | ")}
                       (patch size and Swin window read from the file; the file must fit the arch), or
-                      vit | swin (every size read from the file; a ViT's heads from --heads, else D/64)
+                      vit | swin (every size read from the file; a ViT's heads from --heads, else the
+                      file's metadata numHeads, else the ViT size of that width: tiny 192 -> 3, small
+                      384 -> 6, base 768 -> 12, large 1024 -> 16; any other width needs --heads)
   --key NAME          the state dict to use (default: teacher, else state_dict, else student, else the
                       top level)
   --heads N           attention heads of an --arch vit file
@@ -75,7 +78,8 @@ Data:
                       fmnist needs --allow-read=${FMNIST_DIR}, a folder --allow-read=<folder>)
   --train-limit N     use the first N training images
   --test-limit N      use the first N test images
-  --norm WHICH        imagenet | preset: normalisation of --weights (default imagenet)
+  --norm WHICH        imagenet | preset: normalisation of --weights (default imagenet; a 1-channel
+                      model needs --norm preset with a 1-channel --preset)
 
 k-NN:
   --ks LIST           comma-separated neighbour counts (default 10,20,100,200; clipped to the train size)
@@ -232,8 +236,9 @@ export async function modelFromWeights(path: string, backend: Backend, opts: Wei
   }
   await readBytes(path, flag); // the permission and existence checks, with the flag's name
   let named: Map<string, HostTensor>;
+  let metadata: ReadonlyMap<string, unknown>;
   try {
-    named = (await readCheckpoint(path)).tensors;
+    ({ tensors: named, values: metadata } = await readCheckpoint(path));
   } catch (e) {
     throw new UsageError(`${flag} ${path}: ${(e as Error).message}`);
   }
@@ -261,6 +266,7 @@ export async function modelFromWeights(path: string, backend: Backend, opts: Wei
   const [D, C, P] = patch.shape;
   const maskedEmbed = get("masked_embed") !== undefined;
   let spec: BackboneSpec;
+  let headsFrom = "";
   if (isSwin(arch) || arch === "swin") {
     const depths: number[] = [];
     for (let s = 0; get(`layers.${s}.blocks.0.norm1.weight`); s++) {
@@ -296,11 +302,13 @@ export async function modelFromWeights(path: string, backend: Backend, opts: Wei
     if (!pos) throw new UsageError(`${flag} ${path}: --arch ${arch} but the file has no ViT 'pos_embed'`);
     const depth = [...sd.keys()].filter((n) => n.startsWith(`${prefix}blocks.`) && n.endsWith(".norm1.weight")).length;
     const fc1 = get("blocks.0.mlp.fc1.weight");
-    const sizes = arch === "vit"
+    const found = arch === "vit" ? vitHeads(D, metadata, opts.heads, `${flag} ${path} --arch vit`) : null;
+    headsFrom = found ? ` (${found.from})` : "";
+    const sizes = found
       ? {
         embedDim: D,
         depth,
-        numHeads: opts.heads ?? (D % 64 === 0 ? D / 64 : 1),
+        numHeads: found.heads,
         mlpRatio: fc1 ? fc1.shape[0] / D : 4,
       }
       : { ...VIT_PRESETS[arch as VitArch] };
@@ -320,6 +328,8 @@ export async function modelFromWeights(path: string, backend: Backend, opts: Wei
       throw new UsageError(`${flag} ${path} as --arch ${arch}: ${(e as Error).message}`);
     }
   }
+  const mean = opts.mean ?? AUGMENT_PRESETS.imagenet.mean;
+  checkNormChannels(C, mean, `${flag} ${path}`, opts.mean ? "--norm preset" : "--norm imagenet (the default)");
   let params: BackboneParams;
   try {
     params = await loadIntoModel(expectedTree(spec), sd, { prefix, backend, strict: true }) as BackboneParams;
@@ -330,11 +340,12 @@ export async function modelFromWeights(path: string, backend: Backend, opts: Wei
     );
   }
   const where = used ? `'${used}'` : "top level";
-  const sizes = `${spec.kind === "vit" ? "ViT" : "Swin"} ${modelSizes(spec)}`;
+  const heads = spec.kind === "vit" ? `, ${spec.config.numHeads} heads${headsFrom}` : "";
+  const sizes = `${spec.kind === "vit" ? "ViT" : "Swin"} ${modelSizes(spec)}${heads}`;
   return {
     spec: withMaskToken(spec, false),
     params: dropMaskToken(params),
-    mean: opts.mean ?? AUGMENT_PRESETS.imagenet.mean,
+    mean,
     std: opts.std ?? AUGMENT_PRESETS.imagenet.std,
     description: `${path} (${where}, ${sizes})`,
   };
@@ -462,9 +473,7 @@ export async function main(
   if (!preset) throw new UsageError(`--preset: unknown preset '${presetName}' (${Object.keys(PRESETS).join(", ")})`);
   const norm = values.norm ?? "imagenet";
   if (norm !== "imagenet" && norm !== "preset") throw new UsageError("--norm must be imagenet or preset");
-  if (values.seed !== undefined && !Number.isInteger(Number(values.seed))) {
-    throw new UsageError(`--seed must be an integer, got '${values.seed}'`);
-  }
+  if (values.seed !== undefined) seedFlag(values.seed);
 
   const backend = await initBackend(kind as "auto" | "webgpu" | "cpu");
   let model: KnnModel | null = null;
@@ -491,6 +500,11 @@ export async function main(
   }
   const ntrain = Math.min(ds.train.n, limits.train ?? ds.train.n);
   const ntest = Math.min(ds.test.n, limits.test ?? ds.test.n);
+  if (ntest === 0) {
+    throw new UsageError(
+      `--data ${values.data ?? ds.name}: no test images to query (${ds.name} has an empty test split)`,
+    );
+  }
   const ks = ksGiven.filter((k) => k <= ntrain);
   if (ks.length === 0) throw new UsageError(`--ks: every k exceeds the ${ntrain} training images`);
   const info = (backend as { adapterInfo?: string }).adapterInfo ?? "cpu";
@@ -509,7 +523,7 @@ export async function main(
   if (values.random) {
     // The random baseline of examples/pretrain.ts: the teacher of initState(cfg, spec, key(seed)), i.e. the
     // training run's own initialisation.
-    const seed = values.seed !== undefined ? Number(values.seed) : model?.seed ?? 0;
+    const seed = seedFlag(values.seed, model?.seed ?? 0);
     const [kb] = random.split(random.key(seed, backend), 3);
     const params = dropMaskToken(initBackbone(kb, withMaskToken(spec, true)));
     const mean = model?.mean ?? cfgForRandom.augment.mean;

@@ -8,8 +8,8 @@
  * @module
  */
 import { parseArgs } from "node:util";
-import { need, runCli, UsageError } from "./lib/cli.ts";
-import { loadData } from "./lib/data.ts";
+import { need, runCli, seedFlag, UsageError } from "./lib/cli.ts";
+import { FOLDER_TEST_FRACTION, loadData } from "./lib/data.ts";
 import { initBackend } from "../mod.ts";
 import { PRESETS, type PretrainConfig } from "../train/presets.ts";
 import { NonFiniteLossError, pretrain, type Progress } from "../train/pretrain.ts";
@@ -19,6 +19,9 @@ import { VIT_PRESETS } from "../models/vit.ts";
 import { isSwin, smallSwin, SWIN_PRESETS, type SwinArch } from "../train/backbone.ts";
 import { writeRunCurves } from "./plot.ts";
 
+/** The largest `--batch-size` (2^16); memory limits usually bind first. */
+const MAX_BATCH = 65536;
+
 const USAGE = `Usage: deno run --unstable-webgpu examples/pretrain.ts [options]
 
 iBOT pretraining (masked image modeling with an online tokenizer) on WebGPU or the CPU, then a
@@ -26,7 +29,12 @@ weighted k-NN evaluation of the teacher against the same network at its random i
 
 Options:
   --preset NAME        ${Object.keys(PRESETS).join(" | ")} (default embedded-small)
-  --data SOURCE        embedded | fmnist | <folder of class sub-folders> (default: the preset's)
+  --data SOURCE        embedded | fmnist | <folder of class sub-folders> (default: the preset's). A folder
+                       with train/ and val/ (or test/) trains on train/ and queries k-NN with val/; one
+                       without holds out ${
+  100 * FOLDER_TEST_FRACTION
+}% of each class (the same files every run) as the k-NN
+                       queries, and skips k-NN when that leaves none (classes of < 5 images)
   --arch NAME          ${Object.keys(VIT_PRESETS).join(" | ")} |
                        ${Object.keys(SWIN_PRESETS).join(" | ")} (default: the preset's small ViT).
                        A ViT keeps the preset's patch size. A Swin keeps the arch's widths, heads and
@@ -38,11 +46,11 @@ Options:
                        official Swin recipe's 50 of 300)
   --epochs N           epochs of the schedules (default: the preset's)
   --steps N            stop after N steps (schedules still span --epochs)
-  --batch-size N       images per step (default: the preset's)
+  --batch-size N       images per step (default: the preset's; at most ${MAX_BATCH} and the training images)
   --out DIR            write checkpoint.safetensors, metrics.jsonl and curves.png to DIR (needs
                        --allow-read=DIR --allow-write=DIR: checkpoints are renamed into place atomically)
   --resume             continue from DIR/checkpoint.safetensors (needs --out)
-  --seed N             seed of everything (default 0)
+  --seed N             seed of everything, 0 to 2^53 - 2 (default 0)
   --backend NAME       auto | webgpu | cpu (default auto)
   --log-every N        read metrics back every N steps (default 10)
   -h, --help           show this help
@@ -123,9 +131,11 @@ async function main(): Promise<number> {
     cfg.masking = { ...cfg.masking, predStartEpoch: Math.floor(cfg.epochs / 6) };
   }
   cfg.batchSize = positiveInt("batch-size", values["batch-size"]) ?? cfg.batchSize;
+  if (cfg.batchSize > MAX_BATCH) {
+    throw new UsageError(`--batch-size ${cfg.batchSize} is above the maximum ${MAX_BATCH}`);
+  }
   const steps = positiveInt("steps", values.steps);
-  const seed = values.seed === undefined ? 0 : Number(values.seed);
-  if (!Number.isInteger(seed)) throw new UsageError(`--seed must be an integer, got '${values.seed}'`);
+  const seed = seedFlag(values.seed);
   const kind = values.backend ?? "auto";
   if (!["auto", "webgpu", "cpu"].includes(kind)) throw new UsageError(`--backend must be auto, webgpu or cpu`);
   if (values.resume && !values.out) throw new UsageError("--resume needs --out DIR (the folder with the checkpoint)");
@@ -134,6 +144,8 @@ async function main(): Promise<number> {
     const both = `--allow-read=${values.out} --allow-write=${values.out}`;
     need({ name: "write", path: values.out }, "--out", both);
     need({ name: "read", path: values.out }, values.resume ? "--resume" : "--out (atomic checkpoint rename)", both);
+    const isFolder = await Deno.stat(values.out).then((st) => st.isDirectory, () => null);
+    if (isFolder === false) throw new UsageError(`--out ${values.out}: a file, not a folder`);
   }
 
   const backend = await initBackend(kind as "auto" | "webgpu" | "cpu");
@@ -142,6 +154,17 @@ async function main(): Promise<number> {
     throw new UsageError(
       `--data: ${ds.name} has ${ds.channels} channel(s) but preset ${cfg.name} augments ${cfg.augment.channels}`,
     );
+  }
+  if (cfg.batchSize > ds.train.n) {
+    throw new UsageError(
+      `--batch-size ${cfg.batchSize}${values["batch-size"] ? "" : ` (preset ${cfg.name}'s)`} is more than the ` +
+        `${ds.train.n} training images of ${ds.name}`,
+    );
+  }
+  // Decided before training, so that a run never ends in an error after the work is done.
+  const evaluate = ds.test.n > 0;
+  if (!evaluate) {
+    console.log(`k-NN skipped: ${ds.name} has no test images (a class folder needs >= 5 images to hold some out)`);
   }
   const info = (backend as { adapterInfo?: string }).adapterInfo ?? "cpu";
   const b = cfg.backbone;
@@ -168,6 +191,7 @@ async function main(): Promise<number> {
     steps,
     out: values.out,
     resume: values.resume,
+    evaluate,
     logEvery: positiveInt("log-every", values["log-every"]) ?? 10,
     onCompiled: (s) => console.log(`compiled the training step in ${s.toFixed(1)} s`),
     onProgress: (p) => {
@@ -182,7 +206,7 @@ async function main(): Promise<number> {
       result.firstLoss.toFixed(4)
     } -> ${result.lastLoss.toFixed(4)}`,
   );
-  console.log(`k-NN top-1 (teacher CLS, T = 0.07):`);
+  if (evaluate) console.log(`k-NN top-1 (teacher CLS, T = 0.07):`);
   for (const k of ks) {
     console.log(
       `  k=${k.padEnd(4)} trained ${(100 * result.knn[+k]).toFixed(1)}%   random init ${

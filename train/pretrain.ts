@@ -35,6 +35,7 @@ import { hostFoldIn, hostKey, sampleStepMasks } from "./masking.ts";
 import { hyperAt, type PretrainConfig } from "./presets.ts";
 import { loadCheckpoint, saveCheckpoint } from "./checkpoint.ts";
 import { knnAccuracy } from "./knn.ts";
+import { DataError } from "../errors.ts";
 import { splitFeatures as mapSplit } from "./features.ts";
 import type { Dataset } from "./data/dataset.ts";
 import { batches, stepsPerEpoch } from "./data/loader.ts";
@@ -255,6 +256,9 @@ export async function pretrain(cfg: PretrainConfig, ds: Dataset, opts: PretrainO
     throw new RangeError(
       `pretrain: ${ds.train.n} training images give no batch of ${cfg.batchSize}; lower --batch-size`,
     );
+  }
+  if ((opts.evaluate ?? true) && ds.test.n === 0) {
+    throw new DataError(`pretrain: ${ds.name} has no test images for the k-NN evaluation (pass evaluate: false)`);
   }
   // The schedules always span the preset's epochs; `steps` only stops the run early, so an interrupted and a
   // resumed run see the same hyperparameters at every iteration.

@@ -83,3 +83,19 @@ export async function readBytes(path: string, flag: string): Promise<Uint8Array>
     throw new UsageError(`${flag} ${path}: cannot be read (${(e as Error).message})`);
   }
 }
+
+/**
+ * The largest seed: the PRNG key holds a seed as two uint32 words, exactly for integers up to 2^53 (JavaScript's
+ * exact range), and the mask stream uses `seed + 1`.
+ */
+export const MAX_SEED = Number.MAX_SAFE_INTEGER - 1;
+
+/** A `--seed` value: an integer in [0, MAX_SEED], else a usage error saying the range. */
+export function seedFlag(v: string | undefined, fallback = 0): number {
+  if (v === undefined) return fallback;
+  const n = Number(v);
+  if (!(v.trim() !== "" && Number.isInteger(n) && n >= 0 && n <= MAX_SEED)) {
+    throw new UsageError(`--seed must be an integer in [0, ${MAX_SEED}] (2^53 - 2), got '${v}'`);
+  }
+  return n;
+}

@@ -10,6 +10,13 @@ import { embeddedDataset } from "../../train/data/embedded.ts";
 import { FMNIST_DIR, loadFashionMnist } from "../../train/data/fmnist.ts";
 import { loadImageFolder } from "../../train/data/imagefolder.ts";
 
+/**
+ * A folder without `train/` and `val/` (or `test/`) sub-folders holds out this fraction of each class (rounded,
+ * chosen by a permutation of seed 0, so the same files every run) as its test split: the k-NN queries.
+ * Pretraining uses the rest. A class of fewer than 5 images holds out none.
+ */
+export const FOLDER_TEST_FRACTION = 0.1;
+
 /** Loads the dataset a `--data` value names. */
 export async function loadData(source: string): Promise<Dataset> {
   if (source === "embedded") return embeddedDataset({ seed: 0 });
@@ -24,5 +31,5 @@ export async function loadData(source: string): Promise<Dataset> {
     if (e instanceof Deno.errors.NotFound) throw new UsageError(`--data ${source}: no such folder`);
     throw e;
   }
-  return await loadImageFolder(source);
+  return await loadImageFolder(source, { testFraction: FOLDER_TEST_FRACTION });
 }

@@ -18,6 +18,7 @@ import {
   initVit,
   interpolatePosEmbed,
   patchEmbed,
+  VIT_PRESETS,
   type VitConfig,
   vitConfig,
   type VitParams,
@@ -40,7 +41,7 @@ export interface BackboneSource {
   random?: boolean;
   /** Preset for `random` and for the normalisation of `weights` (default `embedded-small`). */
   preset?: string;
-  /** Attention heads of `weights` (default: metadata `numHeads`, the preset's when the width matches, or D/64). */
+  /** Attention heads of `weights` (default: metadata `numHeads`, else the ViT size of that width; see `vitHeads`). */
   heads?: number;
   /** Use the student instead of the teacher of a checkpoint. */
   student?: boolean;
@@ -58,6 +59,52 @@ export interface Backbone {
   cfg: PretrainConfig;
   /** A short description for the console. */
   description: string;
+}
+
+/**
+ * The attention heads of a ViT of width `D` whose file says nothing of its architecture: `given` (a `--heads`
+ * flag), else the file's metadata (`numHeads` / `num_heads`), else the official size of that width (vit_tiny
+ * 192: 3, vit_small 384: 6, vit_base 768: 12, vit_large 1024: 16). Refuses to guess any other width: the heads
+ * change every feature, and a wrong count runs without error.
+ */
+export function vitHeads(
+  D: number,
+  metadata: ReadonlyMap<string, unknown> | Record<string, unknown>,
+  given: number | undefined,
+  what: string,
+): { heads: number; from: string } {
+  if (given !== undefined) return { heads: given, from: "--heads" };
+  const get = (k: string) => metadata instanceof Map ? metadata.get(k) : (metadata as Record<string, unknown>)[k];
+  for (const key of ["numHeads", "num_heads"]) {
+    const v = get(key);
+    if (v === undefined) continue;
+    const n = Number(v);
+    if (!(Number.isInteger(n) && n >= 1 && D % n === 0)) {
+      throw new UsageError(`${what}: metadata ${key} = ${JSON.stringify(v)} does not divide the width ${D}`);
+    }
+    return { heads: n, from: `metadata ${key}` };
+  }
+  const size = Object.entries(VIT_PRESETS).find(([, p]) => p.embedDim === D);
+  if (size) return { heads: size[1].numHeads, from: `${size[0]}, the ViT of width ${D}` };
+  throw new UsageError(
+    `${what}: a ViT of width ${D}, whose number of attention heads neither the file's metadata (numHeads) nor ` +
+      `a ViT size (${
+        Object.entries(VIT_PRESETS).map(([a, p]) => `${a} ${p.embedDim}`).join(", ")
+      }) gives: pass --heads N`,
+  );
+}
+
+/**
+ * Throws a usage error naming the flags to fix when a normalisation of `mean.length` channels cannot apply to
+ * a model of `channels` input channels (e.g. ImageNet's 3-channel mean for a 1-channel model).
+ */
+export function checkNormChannels(channels: number, mean: readonly number[], model: string, norm: string): void {
+  if (mean.length === channels) return;
+  const fits = Object.values(PRESETS).filter((p) => p.augment.mean.length === channels).map((p) => p.name);
+  throw new UsageError(
+    `${model} takes ${channels} input channel(s) but ${norm} normalises ${mean.length}: ` +
+      (fits.length ? `pass --norm preset --preset ${fits.join(" | ")}` : `no preset normalises ${channels} channel(s)`),
+  );
 }
 
 function presetOf(name = "embedded-small"): PretrainConfig {
@@ -148,11 +195,10 @@ async function fromWeights(src: BackboneSource, backend: Backend): Promise<Backb
   const grid = pos ? Math.round(Math.sqrt(pos.shape[1] - 1)) : 0;
   const fc1 = get("blocks.0.mlp.fc1.weight");
   const cfg = presetOf(src.preset);
-  const metaHeads = Number(file.metadata.numHeads ?? NaN);
+  checkNormChannels(C, cfg.augment.mean, `--weights ${path}`, `--preset ${cfg.name}`);
   const presetMatch = Object.values(PRESETS).find((p) => p.backbone.embedDim === D);
-  const heads = src.heads ?? (Number.isInteger(metaHeads) ? metaHeads : undefined) ??
-    (presetMatch ? vitConfig(presetMatch.backbone).numHeads : D % 64 === 0 ? D / 64 : undefined);
-  if (!heads) throw new UsageError(`--weights ${path}: cannot tell the number of heads of width ${D}; pass --heads N`);
+  const presetHeads = presetMatch ? { numHeads: vitConfig(presetMatch.backbone).numHeads } : {};
+  const { heads } = vitHeads(D, { ...presetHeads, ...file.metadata }, src.heads, `--weights ${path}`);
   const config = vitConfig({
     imgSize: grid * P,
     patchSize: P,

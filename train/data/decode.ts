@@ -5,6 +5,7 @@
  *
  * @module
  */
+import { DataError } from "../../errors.ts";
 
 /** Decoded RGBA pixels. */
 export interface DecodedImage {
@@ -79,15 +80,15 @@ function reason(e: unknown, fallback: string): string {
   return String(e);
 }
 
-/** Decodes PNG or JPEG bytes (by their magic numbers) to RGBA; throws an Error saying why on anything else. */
+/** Decodes PNG or JPEG bytes (by their magic numbers) to RGBA; throws a `DataError` saying why on anything else. */
 export async function decodeImage(bytes: Uint8Array): Promise<DecodedImage> {
   const isPng = bytes.length > 8 && bytes[0] === 0x89 && bytes[1] === 0x50 && bytes[2] === 0x4e && bytes[3] === 0x47;
   const isJpeg = bytes.length > 3 && bytes[0] === 0xff && bytes[1] === 0xd8 && bytes[2] === 0xff;
-  if (!isPng && !isJpeg) throw new Error("neither PNG nor JPEG (by its first bytes)");
+  if (!isPng && !isJpeg) throw new DataError("neither PNG nor JPEG (by its first bytes)");
   if (isJpeg) {
     const n = jpegComponents(bytes);
-    if (n === 4) throw new Error("a CMYK (4-component) JPEG, which the decoder cannot convert to RGB");
-    if (n !== null && n !== 1 && n !== 3) throw new Error(`a JPEG with ${n} colour components (1 or 3 supported)`);
+    if (n === 4) throw new DataError("a CMYK (4-component) JPEG, which the decoder cannot convert to RGB");
+    if (n !== null && n !== 1 && n !== 3) throw new DataError(`a JPEG with ${n} colour components (1 or 3 supported)`);
   }
   const { png, jpeg } = await loadCodecs();
   const buf = bytes.slice().buffer as ArrayBuffer;
@@ -96,10 +97,10 @@ export async function decodeImage(bytes: Uint8Array): Promise<DecodedImage> {
   try {
     img = await (isPng ? png(buf) : jpeg(buf));
   } catch (e) {
-    throw new Error(`corrupt ${isPng ? "PNG" : "JPEG"}: ${reason(e, isPng ? "" : jpegMessage)}`);
+    throw new DataError(`corrupt ${isPng ? "PNG" : "JPEG"}: ${reason(e, isPng ? "" : jpegMessage)}`);
   }
   if (!(img && img.width > 0 && img.height > 0 && img.data.length === img.width * img.height * 4)) {
-    throw new Error(`${isPng ? "PNG" : "JPEG"} decoder returned no pixels`);
+    throw new DataError(`${isPng ? "PNG" : "JPEG"} decoder returned no pixels`);
   }
   return img;
 }

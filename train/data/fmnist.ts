@@ -6,6 +6,7 @@
  * @module
  */
 import type { Dataset, Split } from "./dataset.ts";
+import { DataError } from "../../errors.ts";
 
 /** Where the Debian package `dataset-fashion-mnist` puts the files. */
 export const FMNIST_DIR = "/usr/share/datasets/fashion-mnist";
@@ -38,10 +39,47 @@ export interface Idx {
   data: Uint8Array | Int8Array | Int16Array | Int32Array | Float32Array | Float64Array;
 }
 
-/** Decompresses gzip bytes with `DecompressionStream`. */
-export async function gunzip(bytes: Uint8Array): Promise<Uint8Array> {
+/**
+ * Decompresses gzip bytes with `DecompressionStream`. `limit(head)` may bound the output: it sees the bytes
+ * decompressed so far and returns the most the stream may hold (a hostile file then cannot inflate without
+ * bound). Corrupt or truncated data and an exceeded limit throw a `DataError` naming `what`.
+ */
+export async function gunzip(
+  bytes: Uint8Array,
+  what = "gzip data",
+  limit: (head: Uint8Array) => number = () => Infinity,
+): Promise<Uint8Array> {
   const stream = new Blob([bytes as Uint8Array<ArrayBuffer>]).stream().pipeThrough(new DecompressionStream("gzip"));
-  return new Uint8Array(await new Response(stream).arrayBuffer());
+  const chunks: Uint8Array[] = [];
+  let total = 0;
+  let head: Uint8Array = new Uint8Array(0);
+  try {
+    for await (const chunk of stream) {
+      chunks.push(chunk);
+      total += chunk.length;
+      if (head.length < 64) head = concatBytes(chunks).subarray(0, 64);
+      const max = limit(head);
+      if (total > max) {
+        await stream.cancel().catch(() => {});
+        throw new DataError(`${what}: decompresses to more than the ${max} bytes its header declares`);
+      }
+    }
+  } catch (e) {
+    if (e instanceof DataError) throw e;
+    throw new DataError(`${what}: corrupt gzip stream (${(e as Error).message})`);
+  }
+  return concatBytes(chunks);
+}
+
+function concatBytes(chunks: Uint8Array[]): Uint8Array {
+  if (chunks.length === 1) return chunks[0];
+  const out = new Uint8Array(chunks.reduce((n, c) => n + c.length, 0));
+  let at = 0;
+  for (const c of chunks) {
+    out.set(c, at);
+    at += c.length;
+  }
+  return out;
 }
 
 const IDX_TYPES: Record<number, [string, number]> = {
@@ -66,19 +104,19 @@ const IDX_TYPES: Record<number, [string, number]> = {
  */
 export function parseIdx(bytes: Uint8Array, what = "IDX"): Idx {
   if (bytes.length < 4 || bytes[0] !== 0 || bytes[1] !== 0) {
-    throw new Error(`${what}: not an IDX file (bad magic ${Array.from(bytes.slice(0, 4))})`);
+    throw new DataError(`${what}: not an IDX file (bad magic ${Array.from(bytes.slice(0, 4))})`);
   }
   const type = IDX_TYPES[bytes[2]];
-  if (!type) throw new Error(`${what}: unknown IDX element type 0x${bytes[2].toString(16)}`);
+  if (!type) throw new DataError(`${what}: unknown IDX element type 0x${bytes[2].toString(16)}`);
   const rank = bytes[3];
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-  if (bytes.length < 4 + 4 * rank) throw new Error(`${what}: truncated header`);
+  if (bytes.length < 4 + 4 * rank) throw new DataError(`${what}: truncated header`);
   const dims = Array.from({ length: rank }, (_, i) => view.getUint32(4 + 4 * i));
   const count = dims.reduce((a, b) => a * b, 1);
   const [name, width] = type;
   const start = 4 + 4 * rank;
   if (bytes.length < start + count * width) {
-    throw new Error(
+    throw new DataError(
       `${what}: ${bytes.length - start} data bytes for dims [${dims}] of ${name} (need ${count * width})`,
     );
   }
@@ -106,10 +144,28 @@ export function parseIdx(bytes: Uint8Array, what = "IDX"): Idx {
   return { dims, data };
 }
 
-/** Reads an IDX file, gunzipping it when it starts with the gzip magic. */
+/**
+ * The total size the IDX header at the start of `head` declares (header plus values), Infinity until the
+ * header is complete; throws when what has arrived is not an IDX header.
+ */
+function idxDeclaredSize(head: Uint8Array, what: string): number {
+  if (head.length < 4) return Infinity;
+  if (head[0] !== 0 || head[1] !== 0 || !IDX_TYPES[head[2]]) parseIdx(head, what); // throws the reason
+  const rank = head[3];
+  if (head.length < 4 + 4 * rank) return Infinity;
+  const view = new DataView(head.buffer, head.byteOffset, head.byteLength);
+  let count = IDX_TYPES[head[2]][1];
+  for (let i = 0; i < rank; i++) count *= view.getUint32(4 + 4 * i);
+  return 4 + 4 * rank + count;
+}
+
+/**
+ * Reads an IDX file, gunzipping it when it starts with the gzip magic (never past the size its header
+ * declares). Corrupt files throw a `DataError` naming the path.
+ */
 export async function readIdx(path: string): Promise<Idx> {
   let bytes: Uint8Array = await Deno.readFile(path);
-  if (bytes[0] === 0x1f && bytes[1] === 0x8b) bytes = await gunzip(bytes);
+  if (bytes[0] === 0x1f && bytes[1] === 0x8b) bytes = await gunzip(bytes, path, (h) => idxDeclaredSize(h, path));
   return parseIdx(bytes, path);
 }
 
@@ -132,7 +188,7 @@ async function findFile(dir: string, base: string): Promise<string> {
       if (!(e instanceof Deno.errors.NotFound)) throw e;
     }
   }
-  throw new Error(
+  throw new DataError(
     `Fashion-MNIST: ${dir.replace(/\/$/, "")}/${base}.gz not found. Install the Debian package ` +
       `dataset-fashion-mnist (apt-get install dataset-fashion-mnist), which puts the files in ${FMNIST_DIR}, ` +
       "or pass { dir } pointing at a folder with the four *-ubyte(.gz) files.",
@@ -140,14 +196,21 @@ async function findFile(dir: string, base: string): Promise<string> {
 }
 
 async function loadSplit(dir: string, images: string, labels: string, limit?: number): Promise<Split> {
-  const [im, lb] = await Promise.all([readIdx(await findFile(dir, images)), readIdx(await findFile(dir, labels))]);
+  const labelPath = await findFile(dir, labels);
+  const [im, lb] = await Promise.all([readIdx(await findFile(dir, images)), readIdx(labelPath)]);
   if (im.dims.length !== 3 || im.dims[1] !== im.dims[2] || !(im.data instanceof Uint8Array)) {
-    throw new Error(`Fashion-MNIST: ${images} must hold uint8 [n, s, s] images, got dims [${im.dims}]`);
+    throw new DataError(`Fashion-MNIST: ${images} must hold uint8 [n, s, s] images, got dims [${im.dims}]`);
   }
   if (lb.dims.length !== 1 || lb.dims[0] !== im.dims[0]) {
-    throw new Error(`Fashion-MNIST: ${labels} has dims [${lb.dims}] for ${im.dims[0]} images`);
+    throw new DataError(`Fashion-MNIST: ${labels} has dims [${lb.dims}] for ${im.dims[0]} images`);
   }
   const n = Math.min(im.dims[0], limit ?? Infinity);
+  const bad = lb.data.subarray(0, n).findIndex((l) => !(Number.isInteger(l) && l >= 0 && l < FMNIST_CLASSES.length));
+  if (bad >= 0) {
+    throw new DataError(
+      `Fashion-MNIST: ${labelPath}: label ${lb.data[bad]} of item ${bad} outside [0, ${FMNIST_CLASSES.length})`,
+    );
+  }
   const per = im.dims[1] * im.dims[2];
   const out = new Float32Array(n * per);
   for (let i = 0; i < n * per; i++) out[i] = im.data[i] / 255;
@@ -171,7 +234,7 @@ export async function loadFashionMnist(opts: FashionMnistOptions = {}): Promise<
     if (!(await Deno.stat(dir)).isDirectory) throw new Deno.errors.NotFound(dir);
   } catch (e) {
     if (!(e instanceof Deno.errors.NotFound)) throw e;
-    throw new Error(
+    throw new DataError(
       `Fashion-MNIST: folder ${dir} not found. Install the Debian package dataset-fashion-mnist ` +
         `(apt-get install dataset-fashion-mnist), which puts the files in ${FMNIST_DIR}, or pass { dir }.`,
     );

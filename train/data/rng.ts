@@ -9,9 +9,15 @@ import { threefry2x32 } from "../../ops/rules_random.ts";
 /** A key as two uint32 words (what `random.key(seed)` holds on the device). */
 export type Key = readonly [number, number];
 
-/** The key of `random.key(seed)`. */
+/**
+ * The key of `random.key(seed)`: the seed's high and low 32 bits. Seeds must be exact integers (|seed| <= 2^53 - 1);
+ * beyond that distinct seeds would round to one key.
+ */
 export function seedKey(seed: number): Key {
   if (!Number.isInteger(seed)) throw new TypeError(`seed must be an integer, got ${seed}`);
+  if (!Number.isSafeInteger(seed)) {
+    throw new RangeError(`seed ${seed} is outside the exact integers [-(2^53 - 1), 2^53 - 1] that a key holds`);
+  }
   return [Math.floor(seed / 2 ** 32) >>> 0, seed >>> 0];
 }
 

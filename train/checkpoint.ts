@@ -106,18 +106,21 @@ export async function loadCheckpoint<T>(
     );
   }
   const want = paths<Tensor>(template);
+  // Wrong shapes first: they say the most about what the file is, and a one-line report keeps the first few.
+  const wrong: string[] = [];
   const problems: string[] = [];
   for (const [name, t] of want) {
     const got = file.tensors.get(name);
     if (!got) problems.push(`missing '${name}' ${t.dtype}${fmt(t.shape)}`);
     else if (got.shape.join() !== t.shape.join() || got.dtype !== t.dtype) {
-      problems.push(
+      wrong.push(
         `'${name}' is ${got.dtype}${fmt(got.shape)} in the file but ${t.dtype}${fmt(t.shape)} in the model`,
       );
     }
   }
   const expected = new Set(want.map(([n]) => n));
   for (const name of file.tensors.keys()) if (!expected.has(name)) problems.push(`unexpected '${name}'`);
+  problems.unshift(...wrong);
   if (problems.length) {
     throw new CheckpointError(`checkpoint '${path}' does not fit this run:\n  ${problems.join("\n  ")}`);
   }

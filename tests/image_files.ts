@@ -1,0 +1,31 @@
+/**
+ * Image files the decoders cannot use, made byte by byte (no encoder writes them): a CMYK JPEG.
+ *
+ * @module
+ */
+
+/** One JPEG marker segment: `FF <marker>`, a big-endian length that counts itself, then `body`. */
+function segment(marker: number, body: number[]): number[] {
+  return [0xff, marker, (body.length + 2) >> 8, (body.length + 2) & 0xff, ...body];
+}
+
+/**
+ * A valid baseline 8×8 JPEG with 4 colour components (CMYK), every block flat: one quantisation table of ones,
+ * one DC and one AC Huffman table each holding a single 1-bit code (DC difference 0, end of block), so the scan
+ * is one zero byte (2 bits per component).
+ */
+export function cmykJpeg(): Uint8Array {
+  const ids = [1, 2, 3, 4];
+  const oneCode = (tableClass: number) => [tableClass << 4, 1, ...Array(15).fill(0), 0];
+  return new Uint8Array([
+    0xff,
+    0xd8,
+    ...segment(0xdb, [0, ...Array(64).fill(1)]),
+    ...segment(0xc0, [8, 0, 8, 0, 8, ids.length, ...ids.flatMap((id) => [id, 0x11, 0])]),
+    ...segment(0xc4, [...oneCode(0), ...oneCode(1)]),
+    ...segment(0xda, [ids.length, ...ids.flatMap((id) => [id, 0]), 0, 63, 0]),
+    0x00,
+    0xff,
+    0xd9,
+  ]);
+}

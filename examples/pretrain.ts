@@ -163,9 +163,6 @@ async function main(): Promise<number> {
   }
   // Decided before training, so that a run never ends in an error after the work is done.
   const evaluate = ds.test.n > 0;
-  if (!evaluate) {
-    console.log(`k-NN skipped: ${ds.name} has no test images (a class folder needs >= 5 images to hold some out)`);
-  }
   const info = (backend as { adapterInfo?: string }).adapterInfo ?? "cpu";
   const b = cfg.backbone;
   const sw = cfg.swin;
@@ -179,6 +176,9 @@ async function main(): Promise<number> {
     `iBOT ${cfg.name}: ${ds.name} (${ds.train.n} train / ${ds.test.n} test, ${ds.numClasses} classes, ` +
       `${ds.channels}x${ds.size}x${ds.size}), batch ${cfg.batchSize}, ${backend.name} [${info}]\nbackbone ${arch}`,
   );
+  if (!evaluate) {
+    console.log(`k-NN skipped: ${ds.name} has no test images (a class folder needs >= 5 images to hold some out)`);
+  }
   const tty = Deno.stdout.isTerminal();
   const line = (p: Progress) =>
     `step ${p.step}/${p.totalSteps}  loss ${p.loss.toFixed(4)}  cls ${p.cls.toFixed(4)}  patch ${

@@ -10,7 +10,7 @@
  */
 import assert from "node:assert/strict";
 import { encodeSafetensors, type HostTensor } from "../mod.ts";
-import { cmykJpeg } from "./image_files.ts";
+import { cmykJpeg } from "./data_files.ts";
 
 const ROOT = new URL("../", import.meta.url).pathname;
 

@@ -13,6 +13,7 @@ import { FMNIST_DIR, loadFashionMnist, parseIdx } from "../train/data/fmnist.ts"
 import { loadImageFolder } from "../train/data/imagefolder.ts";
 import { type Batch, batches, epochPermutation, gatherBatch, stepsPerEpoch } from "../train/data/loader.ts";
 import { gpu } from "./util.ts";
+import { gzip, idx } from "./data_files.ts";
 
 Deno.test("embedded dataset: deterministic per seed, balanced, in [0, 1], independent of split sizes, fast", () => {
   const a = embeddedDataset({ seed: 7, trainPerClass: 12, testPerClass: 3 });
@@ -63,20 +64,6 @@ Deno.test("embedded dataset: raw pixels carry little label information (nearest 
 
 // ---------------------------------------------------------------------------------------------------------
 // IDX / Fashion-MNIST
-
-function idx(type: number, dims: number[], body: Uint8Array): Uint8Array {
-  const out = new Uint8Array(4 + 4 * dims.length + body.length);
-  const v = new DataView(out.buffer);
-  out.set([0, 0, type, dims.length]);
-  dims.forEach((d, i) => v.setUint32(4 + 4 * i, d));
-  out.set(body, 4 + 4 * dims.length);
-  return out;
-}
-
-async function gzip(bytes: Uint8Array): Promise<Uint8Array> {
-  const s = new Blob([bytes as Uint8Array<ArrayBuffer>]).stream().pipeThrough(new CompressionStream("gzip"));
-  return new Uint8Array(await new Response(s).arrayBuffer());
-}
 
 Deno.test("IDX: parses every element type big-endian; rejects bad files", () => {
   const i32 = new Uint8Array(8);

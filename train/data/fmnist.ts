@@ -49,7 +49,15 @@ export async function gunzip(
   what = "gzip data",
   limit: (head: Uint8Array) => number = () => Infinity,
 ): Promise<Uint8Array> {
-  const stream = new Blob([bytes as Uint8Array<ArrayBuffer>]).stream().pipeThrough(new DecompressionStream("gzip"));
+  // Fed 4 KiB at a time, on demand: one input chunk inflates to at most ~4 MiB before the limit is checked.
+  let at = 0;
+  const input = new ReadableStream<Uint8Array<ArrayBuffer>>({
+    pull(c) {
+      if (at >= bytes.length) c.close();
+      else c.enqueue(bytes.slice(at, at += 4096) as Uint8Array<ArrayBuffer>);
+    },
+  });
+  const stream = input.pipeThrough(new DecompressionStream("gzip"));
   const chunks: Uint8Array[] = [];
   let total = 0;
   let head: Uint8Array = new Uint8Array(0);
@@ -60,7 +68,6 @@ export async function gunzip(
       if (head.length < 64) head = concatBytes(chunks).subarray(0, 64);
       const max = limit(head);
       if (total > max) {
-        await stream.cancel().catch(() => {});
         throw new DataError(`${what}: decompresses to more than the ${max} bytes its header declares`);
       }
     }

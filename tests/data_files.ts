@@ -1,8 +1,25 @@
 /**
- * Image files the decoders cannot use, made byte by byte (no encoder writes them): a CMYK JPEG.
+ * Dataset files made byte by byte for the tests: IDX arrays, gzip, and a CMYK JPEG (which no encoder at hand
+ * writes).
  *
  * @module
  */
+
+/** An IDX file: magic `0 0 <type> <rank>`, big-endian uint32 dims, then `body`. */
+export function idx(type: number, dims: number[], body: Uint8Array): Uint8Array {
+  const out = new Uint8Array(4 + 4 * dims.length + body.length);
+  const v = new DataView(out.buffer);
+  out.set([0, 0, type, dims.length]);
+  dims.forEach((d, i) => v.setUint32(4 + 4 * i, d));
+  out.set(body, 4 + 4 * dims.length);
+  return out;
+}
+
+/** Gzip-compresses bytes with `CompressionStream`. */
+export async function gzip(bytes: Uint8Array): Promise<Uint8Array> {
+  const s = new Blob([bytes as Uint8Array<ArrayBuffer>]).stream().pipeThrough(new CompressionStream("gzip"));
+  return new Uint8Array(await new Response(s).arrayBuffer());
+}
 
 /** One JPEG marker segment: `FF <marker>`, a big-endian length that counts itself, then `body`. */
 function segment(marker: number, body: number[]): number[] {

@@ -2,6 +2,7 @@
 import assert from "node:assert/strict";
 import { main } from "../examples/knn.ts";
 import { UsageError } from "../examples/lib/cli.ts";
+import { vitHeads } from "../examples/lib/model.ts";
 import { initState, knnFeatures, pretrain } from "../train/pretrain.ts";
 import { resolveBackbone } from "../train/backbone.ts";
 import { loadCheckpoint } from "../train/checkpoint.ts";
@@ -90,4 +91,22 @@ Deno.test("knn CLI: an official-format Swin .pth (student state dict) evaluates 
     main(["--weights", pth, "--arch", "swin_tiny"]),
     /does not fit --arch swin_tiny: the file has a Swin with C 8/,
   );
+});
+
+Deno.test("knn CLI: a ViT's heads come from --heads, the file's metadata, or the ViT size of its width; never a guess", () => {
+  const what = "--weights w.safetensors --arch vit";
+  assert.deepEqual(vitHeads(384, new Map(), undefined, what), { heads: 6, from: "vit_small, the ViT of width 384" });
+  assert.deepEqual(vitHeads(192, {}, undefined, what).heads, 3);
+  assert.deepEqual(vitHeads(768, {}, undefined, what).heads, 12);
+  assert.deepEqual(vitHeads(1024, {}, undefined, what).heads, 16);
+  assert.deepEqual(vitHeads(384, new Map([["numHeads", "4"]]), undefined, what), {
+    heads: 4,
+    from: "metadata numHeads",
+  });
+  assert.deepEqual(vitHeads(384, new Map([["numHeads", "4"]]), 2, what), { heads: 2, from: "--heads" });
+  assert.throws(() => vitHeads(384, { num_heads: 5 }, undefined, what), /num_heads = 5 does not divide the width 384/);
+  assert.throws(() => vitHeads(80, {}, undefined, what), (e: Error) => {
+    return e instanceof UsageError &&
+      /a ViT of width 80, whose number of attention heads .*pass --heads N/.test(e.message);
+  });
 });

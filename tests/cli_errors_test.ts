@@ -11,8 +11,7 @@
 import assert from "node:assert/strict";
 import { encodeSafetensors, type HostTensor } from "../mod.ts";
 import { cmykJpeg } from "./data_files.ts";
-
-const ROOT = new URL("../", import.meta.url).pathname;
+import { runDeno } from "./child.ts";
 
 /** One bad invocation: the script, its arguments, the permissions, and what its one line of stderr must say. */
 interface Case {
@@ -24,15 +23,9 @@ interface Case {
 
 async function run(c: Case): Promise<{ code: number; stderr: string; ms: number }> {
   const t0 = performance.now();
-  const out = await new Deno.Command(Deno.execPath(), {
-    args: ["run", "--unstable-webgpu", "--no-prompt", ...(c.perms ?? []), `examples/${c.script}.ts`, ...c.args],
-    cwd: ROOT,
-    env: { NO_COLOR: "1", DENO_NO_UPDATE_CHECK: "1" },
-    stdin: "null",
-    stdout: "null",
-    stderr: "piped",
-  }).output();
-  return { code: out.code, stderr: new TextDecoder().decode(out.stderr), ms: performance.now() - t0 };
+  const args = ["run", "--unstable-webgpu", "--no-prompt", ...(c.perms ?? []), `examples/${c.script}.ts`, ...c.args];
+  const { code, stderr } = await runDeno(args);
+  return { code, stderr, ms: performance.now() - t0 };
 }
 
 const f32 = (shape: number[]): HostTensor => ({

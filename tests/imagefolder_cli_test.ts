@@ -10,21 +10,9 @@ import assert from "node:assert/strict";
 import { encode as encodePng } from "npm:@jsquash/png@3.1.1";
 import { encode as encodeJpeg } from "npm:@jsquash/jpeg@1.6.0";
 import { cmykJpeg } from "./data_files.ts";
+import { runDeno } from "./child.ts";
 
-const ROOT = new URL("../", import.meta.url).pathname;
-
-async function deno(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  const out = await new Deno.Command(Deno.execPath(), {
-    args: ["run", "--unstable-webgpu", "--no-prompt", ...args],
-    cwd: ROOT,
-    env: { NO_COLOR: "1", DENO_NO_UPDATE_CHECK: "1" },
-    stdin: "null",
-    stdout: "piped",
-    stderr: "piped",
-  }).output();
-  const text = (b: Uint8Array) => new TextDecoder().decode(b);
-  return { code: out.code, stdout: text(out.stdout), stderr: text(out.stderr) };
-}
+const deno = (args: string[]) => runDeno(["run", "--unstable-webgpu", "--no-prompt", ...args]);
 
 /** `perClass` images of each of two classes, alternately PNG and JPEG, of two distinct colours. */
 async function imageFolder(root: string, perClass: number): Promise<void> {

@@ -11,6 +11,7 @@
  */
 import assert from "node:assert/strict";
 import { serveStatic } from "../tools/serve.ts";
+import { runDeno } from "./child.ts";
 
 const ROOT = new URL("../", import.meta.url);
 const noGpu = Deno.env.get("IBOT_TEST_NO_GPU") === "1";
@@ -28,18 +29,7 @@ interface InfoModule {
   error?: string;
 }
 
-async function deno(args: string[], opts: { cwd?: string; env?: Record<string, string> } = {}) {
-  const out = await new Deno.Command(Deno.execPath(), {
-    args,
-    cwd: opts.cwd ?? ROOT.pathname,
-    env: { NO_COLOR: "1", DENO_NO_UPDATE_CHECK: "1", ...opts.env },
-    stdin: "null",
-    stdout: "piped",
-    stderr: "piped",
-  }).output();
-  const text = (b: Uint8Array) => new TextDecoder().decode(b);
-  return { code: out.code, stdout: text(out.stdout), stderr: text(out.stderr) };
-}
+const deno = runDeno;
 
 Deno.test("import by URL: mod.ts's module graph has only relative and npm: specifiers", async () => {
   const info = await deno(["info", "--json", "mod.ts"]);

@@ -32,9 +32,8 @@ import * as random from "../ops/random.ts";
 import { fromTyped, zeros } from "../ops/create.ts";
 import { normalize } from "../train/augment.ts";
 import type { Dataset } from "../train/data/dataset.ts";
-import { embeddedDataset } from "../train/data/embedded.ts";
-import { FMNIST_DIR, loadFashionMnist } from "../train/data/fmnist.ts";
-import { loadImageFolder } from "../train/data/imagefolder.ts";
+import { FMNIST_DIR } from "../train/data/fmnist.ts";
+import { loadData } from "./lib/data.ts";
 import { epochPermutation } from "../train/data/loader.ts";
 import { PRESETS } from "../train/presets.ts";
 import type { VitParams } from "../models/vit.ts";
@@ -43,7 +42,6 @@ import {
   defaultProbeMode,
   disposeTree,
   loadBackbone,
-  need,
   type ProbeFeatureMode,
   probeFeatures,
   UsageError,
@@ -285,16 +283,6 @@ Probe:
   --backend NAME      auto | webgpu | cpu (default auto)
   -h, --help          show this help`;
 
-async function loadData(source: string): Promise<Dataset> {
-  if (source === "embedded") return embeddedDataset({ seed: 0 });
-  if (source === "fmnist") {
-    need({ name: "read", path: FMNIST_DIR }, "--data fmnist", `--allow-read=${FMNIST_DIR}`);
-    return await loadFashionMnist();
-  }
-  need({ name: "read", path: source }, `--data ${source}`, `--allow-read=${source}`);
-  return await loadImageFolder(source);
-}
-
 function positiveInt(name: string, v: string | undefined): number | undefined {
   if (v === undefined) return undefined;
   const n = Number(v);
@@ -436,6 +424,7 @@ async function main(): Promise<number> {
   if (ds.channels !== bb.config.inChans) {
     throw new UsageError(`--data: ${ds.name} has ${ds.channels} channel(s), the model takes ${bb.config.inChans}`);
   }
+  if (ds.test.n === 0) throw new UsageError(`--data: ${ds.name} has no test images to evaluate the probe on`);
   let mode = defaultProbeMode(bb.config);
   if (values.features === "cls4") mode = { nLastBlocks: Math.min(4, bb.config.depth), avgpool: false };
   else if (values.features === "cls+avg") mode = { nLastBlocks: 1, avgpool: true };

@@ -33,7 +33,7 @@ import { adamwInit } from "./optim.ts";
 import { type IbotBatch, type IbotHyper, type IbotMetrics, type IbotState, ibotStep } from "./step.ts";
 import { hostFoldIn, hostKey, sampleStepMasks } from "./masking.ts";
 import { hyperAt, type PretrainConfig } from "./presets.ts";
-import { loadCheckpoint, saveCheckpoint } from "./checkpoint.ts";
+import { CheckpointError, loadCheckpoint, saveCheckpoint } from "./checkpoint.ts";
 import { knnAccuracy } from "./knn.ts";
 import { DataError } from "../errors.ts";
 import { splitFeatures as mapSplit } from "./features.ts";
@@ -279,7 +279,7 @@ export async function pretrain(cfg: PretrainConfig, ds: Dataset, opts: PretrainO
     state = loaded.state;
     startIteration = loaded.meta.iteration;
     if (loaded.meta.preset !== cfg.name || loaded.meta.batchSize !== cfg.batchSize || loaded.meta.seed !== seed) {
-      throw new Error(
+      throw new CheckpointError(
         `checkpoint '${ckptPath}' was written by preset ${loaded.meta.preset}, batch ${loaded.meta.batchSize}, ` +
           `seed ${loaded.meta.seed}; this run is ${cfg.name}, batch ${cfg.batchSize}, seed ${seed}`,
       );

@@ -16,7 +16,7 @@
  */
 import { parseArgs } from "node:util";
 import { readBytes, runCli, seedFlag, UsageError } from "./lib/cli.ts";
-import { loadData } from "./lib/data.ts";
+import { FOLDER_TEST_FRACTION, loadData } from "./lib/data.ts";
 import { checkNormChannels, vitHeads } from "./lib/model.ts";
 import { initBackend } from "../mod.ts";
 import type { Tensor } from "../autograd/tensor.ts";
@@ -75,7 +75,8 @@ Model (one of; --random alone evaluates a random network of --preset):
 
 Data:
   --data SOURCE       embedded | fmnist | <image folder> (default: the checkpoint's preset's, else embedded;
-                      fmnist needs --allow-read=${FMNIST_DIR}, a folder --allow-read=<folder>)
+                      fmnist needs --allow-read=${FMNIST_DIR}, a folder --allow-read=<folder>). A folder
+                      without train/ and val/ holds out ${100 * FOLDER_TEST_FRACTION}% of each class as the queries
   --train-limit N     use the first N training images
   --test-limit N      use the first N test images
   --norm WHICH        imagenet | preset: normalisation of --weights (default imagenet; a 1-channel
@@ -329,7 +330,8 @@ export async function modelFromWeights(path: string, backend: Backend, opts: Wei
     }
   }
   const mean = opts.mean ?? AUGMENT_PRESETS.imagenet.mean;
-  checkNormChannels(C, mean, `${flag} ${path}`, opts.mean ? "--norm preset" : "--norm imagenet (the default)");
+  const norm = opts.mean ? "--norm preset" : "--norm imagenet (the default)";
+  checkNormChannels(C, mean, `${flag} ${path}`, norm, "--norm preset --preset");
   let params: BackboneParams;
   try {
     params = await loadIntoModel(expectedTree(spec), sd, { prefix, backend, strict: true }) as BackboneParams;

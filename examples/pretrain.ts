@@ -21,6 +21,7 @@ import { writeRunCurves } from "./plot.ts";
 
 /** The largest `--batch-size` (2^16); memory limits usually bind first. */
 const MAX_BATCH = 65536;
+const HELD_OUT = `${100 * FOLDER_TEST_FRACTION}%`;
 
 const USAGE = `Usage: deno run --unstable-webgpu examples/pretrain.ts [options]
 
@@ -31,9 +32,7 @@ Options:
   --preset NAME        ${Object.keys(PRESETS).join(" | ")} (default embedded-small)
   --data SOURCE        embedded | fmnist | <folder of class sub-folders> (default: the preset's). A folder
                        with train/ and val/ (or test/) trains on train/ and queries k-NN with val/; one
-                       without holds out ${
-  100 * FOLDER_TEST_FRACTION
-}% of each class (the same files every run) as the k-NN
+                       without holds out ${HELD_OUT} of each class (the same files every run) as the k-NN
                        queries, and skips k-NN when that leaves none (classes of < 5 images)
   --arch NAME          ${Object.keys(VIT_PRESETS).join(" | ")} |
                        ${Object.keys(SWIN_PRESETS).join(" | ")} (default: the preset's small ViT).

@@ -32,7 +32,8 @@ function argsMessage(e: Error & { code: string }, args: readonly string[]): stri
   if (e.code === "ERR_PARSE_ARGS_UNEXPECTED_POSITIONAL") {
     const stray = /'(.*)'/.exec(e.message)?.[1];
     const i = args.indexOf(stray ?? "");
-    const flag = i > 0 ? args[i - 1] : "";
+    // Without the option types, the flag before a stray value is known only when that value occurs once.
+    const flag = i > 0 && args.lastIndexOf(stray ?? "") === i ? args[i - 1] : "";
     if (flag.startsWith("-") && !flag.includes("=")) return `${flag} takes no value (got '${stray}')`;
     return `unexpected argument '${stray}': this command takes only --options`;
   }

@@ -95,15 +95,22 @@ export function vitHeads(
 }
 
 /**
- * Throws a usage error naming the flags to fix when a normalisation of `mean.length` channels cannot apply to
- * a model of `channels` input channels (e.g. ImageNet's 3-channel mean for a 1-channel model).
+ * Throws a usage error naming the flags to fix (`fix`, followed by the presets that would fit) when a
+ * normalisation of `mean.length` channels cannot apply to a model of `channels` input channels (e.g. ImageNet's
+ * 3-channel mean for a 1-channel model).
  */
-export function checkNormChannels(channels: number, mean: readonly number[], model: string, norm: string): void {
+export function checkNormChannels(
+  channels: number,
+  mean: readonly number[],
+  model: string,
+  norm: string,
+  fix = "--preset",
+): void {
   if (mean.length === channels) return;
   const fits = Object.values(PRESETS).filter((p) => p.augment.mean.length === channels).map((p) => p.name);
   throw new UsageError(
     `${model} takes ${channels} input channel(s) but ${norm} normalises ${mean.length}: ` +
-      (fits.length ? `pass --norm preset --preset ${fits.join(" | ")}` : `no preset normalises ${channels} channel(s)`),
+      (fits.length ? `pass ${fix} ${fits.join(" | ")}` : `no preset normalises ${channels} channel(s)`),
   );
 }
 

@@ -7,9 +7,10 @@
  *
  * @module
  */
+import { InputError } from "../errors.ts";
 
 /** An MPI failure, a missing library or permission, or an unsupported MPI implementation. */
-export class MpiError extends Error {
+export class MpiError extends InputError {
   /** Always `"MpiError"`. */
   override name = "MpiError";
 }

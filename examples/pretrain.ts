@@ -39,6 +39,9 @@ Options:
   --epochs N           epochs of the schedules (default: the preset's)
   --steps N            stop after N steps (schedules still span --epochs)
   --batch-size N       images per step (default: the preset's)
+  --micro-batch M      images per forward/backward pass, a divisor of the batch size (default: the whole
+                       batch); the gradients of batch/M passes are summed before one update, which is the
+                       step of the whole batch with the memory of M images
   --out DIR            write checkpoint.safetensors, metrics.jsonl and curves.png to DIR (needs
                        --allow-read=DIR --allow-write=DIR: checkpoints are renamed into place atomically)
   --resume             continue from DIR/checkpoint.safetensors (needs --out)
@@ -72,6 +75,7 @@ async function main(): Promise<number> {
       epochs: { type: "string" },
       steps: { type: "string" },
       "batch-size": { type: "string" },
+      "micro-batch": { type: "string" },
       out: { type: "string" },
       resume: { type: "boolean" },
       seed: { type: "string" },
@@ -123,6 +127,10 @@ async function main(): Promise<number> {
     cfg.masking = { ...cfg.masking, predStartEpoch: Math.floor(cfg.epochs / 6) };
   }
   cfg.batchSize = positiveInt("batch-size", values["batch-size"]) ?? cfg.batchSize;
+  const microBatch = positiveInt("micro-batch", values["micro-batch"]);
+  if (microBatch !== undefined && cfg.batchSize % microBatch !== 0) {
+    throw new UsageError(`--micro-batch ${microBatch} must divide the batch size ${cfg.batchSize}`);
+  }
   const steps = positiveInt("steps", values.steps);
   const seed = values.seed === undefined ? 0 : Number(values.seed);
   if (!Number.isInteger(seed)) throw new UsageError(`--seed must be an integer, got '${values.seed}'`);
@@ -154,7 +162,9 @@ async function main(): Promise<number> {
     }`;
   console.log(
     `iBOT ${cfg.name}: ${ds.name} (${ds.train.n} train / ${ds.test.n} test, ${ds.numClasses} classes, ` +
-      `${ds.channels}x${ds.size}x${ds.size}), batch ${cfg.batchSize}, ${backend.name} [${info}]\nbackbone ${arch}`,
+      `${ds.channels}x${ds.size}x${ds.size}), batch ${cfg.batchSize}${
+        microBatch ? ` in micro-batches of ${microBatch}` : ""
+      }, ${backend.name} [${info}]\nbackbone ${arch}`,
   );
   const tty = Deno.stdout.isTerminal();
   const line = (p: Progress) =>
@@ -169,6 +179,7 @@ async function main(): Promise<number> {
     out: values.out,
     resume: values.resume,
     logEvery: positiveInt("log-every", values["log-every"]) ?? 10,
+    microBatch,
     onCompiled: (s) => console.log(`compiled the training step in ${s.toFixed(1)} s`),
     onProgress: (p) => {
       if (tty) Deno.stdout.writeSync(new TextEncoder().encode(`\r${line(p)}\x1b[K`));

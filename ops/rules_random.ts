@@ -36,10 +36,8 @@ export const randomBitsRule: Rule<"randomBits"> = {
   shape: ([key], { shape }) => {
     const batched = key.shape.length === 2 && shape.length > 0 && shape[0] === key.shape[0];
     if (key.dtype !== "uint32" || key.shape[key.shape.length - 1] !== 2 || !(key.shape.length === 1 || batched)) {
-      throw new TypeError(
-        `randomBits: key must be uint32[2] (or uint32[n,2] with shape [n, ...]), got ${key.dtype}${fmt(key.shape)} ` +
-          `for ${fmt(shape)}`,
-      );
+      const batch = key.shape.length === 2 ? ` or a batch uint32[n,2] with an output [n, ...] (got ${fmt(shape)})` : "";
+      throw new TypeError(`randomBits: key must be uint32[2]${batch}, got ${key.dtype}${fmt(key.shape)}`);
     }
     if (size(shape) > 2 ** 32) throw new RangeError(`randomBits: ${fmt(shape)} has more than 2^32 elements`);
     return { shape, dtype: "uint32" };

@@ -172,13 +172,17 @@ export * as augment from "./train/augment.ts";
 /** Datasets (embedded shapes, Fashion-MNIST, image folders) and the prefetching, resumable batch loader. */
 export * as data from "./train/data/mod.ts";
 export {
+  addIbotSums,
   type IbotBatch,
+  ibotGrads,
   type IbotHyper,
   type IbotMetrics,
   type IbotNetwork,
   type IbotState,
   ibotStep,
   type IbotStepConfig,
+  type IbotSums,
+  ibotUpdate,
 } from "./train/step.ts";
 export { type DataName, hyperAt, PRESETS, type PretrainConfig } from "./train/presets.ts";
 export {

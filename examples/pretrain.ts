@@ -46,6 +46,9 @@ Options:
   --epochs N           epochs of the schedules (default: the preset's)
   --steps N            stop after N steps (schedules still span --epochs)
   --batch-size N       images per step (default: the preset's; at most ${MAX_BATCH} and the training images)
+  --micro-batch M      images per forward/backward pass, a divisor of the batch size (default: the whole
+                       batch); the gradients of batch/M passes are summed before one update, which is the
+                       step of the whole batch with the memory of M images
   --out DIR            write checkpoint.safetensors, metrics.jsonl and curves.png to DIR (needs
                        --allow-read=DIR --allow-write=DIR: checkpoints are renamed into place atomically)
   --resume             continue from DIR/checkpoint.safetensors (needs --out)
@@ -79,6 +82,7 @@ async function main(): Promise<number> {
       epochs: { type: "string" },
       steps: { type: "string" },
       "batch-size": { type: "string" },
+      "micro-batch": { type: "string" },
       out: { type: "string" },
       resume: { type: "boolean" },
       seed: { type: "string" },
@@ -133,6 +137,10 @@ async function main(): Promise<number> {
   if (cfg.batchSize > MAX_BATCH) {
     throw new UsageError(`--batch-size ${cfg.batchSize} is above the maximum ${MAX_BATCH}`);
   }
+  const microBatch = positiveInt("micro-batch", values["micro-batch"]);
+  if (microBatch !== undefined && cfg.batchSize % microBatch !== 0) {
+    throw new UsageError(`--micro-batch ${microBatch} must divide the batch size ${cfg.batchSize}`);
+  }
   const steps = positiveInt("steps", values.steps);
   const seed = seedFlag(values.seed);
   const kind = values.backend ?? "auto";
@@ -173,7 +181,9 @@ async function main(): Promise<number> {
     }`;
   console.log(
     `iBOT ${cfg.name}: ${ds.name} (${ds.train.n} train / ${ds.test.n} test, ${ds.numClasses} classes, ` +
-      `${ds.channels}x${ds.size}x${ds.size}), batch ${cfg.batchSize}, ${backend.name} [${info}]\nbackbone ${arch}`,
+      `${ds.channels}x${ds.size}x${ds.size}), batch ${cfg.batchSize}${
+        microBatch ? ` in micro-batches of ${microBatch}` : ""
+      }, ${backend.name} [${info}]\nbackbone ${arch}`,
   );
   if (!evaluate) {
     console.log(`k-NN skipped: ${ds.name} has no test images (a class folder needs >= 5 images to hold some out)`);
@@ -192,6 +202,7 @@ async function main(): Promise<number> {
     resume: values.resume,
     evaluate,
     logEvery: positiveInt("log-every", values["log-every"]) ?? 10,
+    microBatch,
     onCompiled: (s) => console.log(`compiled the training step in ${s.toFixed(1)} s`),
     onProgress: (p) => {
       if (tty) Deno.stdout.writeSync(new TextEncoder().encode(`\r${line(p)}\x1b[K`));

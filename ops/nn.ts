@@ -163,7 +163,8 @@ export function dropout(key: Tensor, x: Tensor, rate: number, train: boolean): T
 }
 
 /**
- * Stochastic depth: drops whole samples (axis 0) with probability `rate`, rescaling the kept ones.
+ * Stochastic depth: drops whole samples (axis 0) with probability `rate`, rescaling the kept ones. `key` is one
+ * key, or a batch of keys `[B, 2]` with one key per sample (then a sample's draw depends on its key only).
  *
  * @example
  * ```ts
@@ -174,7 +175,11 @@ export function dropout(key: Tensor, x: Tensor, rate: number, train: boolean): T
 export function dropPath(key: Tensor, x: Tensor, rate: number, train: boolean): Tensor {
   if (!train || rate === 0) return x;
   if (!(rate >= 0 && rate < 1)) throw new RangeError(`dropPath: rate ${rate} must be in [0, 1)`);
-  const keep = bernoulli(key, 1 - rate, [x.shape[0], ...x.shape.slice(1).map(() => 1)]);
+  const ones = x.shape.slice(1).map(() => 1);
+  if (key.rank === 2 && key.shape[0] !== x.shape[0]) {
+    throw new RangeError(`dropPath: ${key.shape[0]} keys for ${x.shape[0]} samples`);
+  }
+  const keep = key.rank === 2 ? bernoulli(key, 1 - rate, ones) : bernoulli(key, 1 - rate, [x.shape[0], ...ones]);
   return api.mul(x, api.div(api.cast(keep, x.dtype), 1 - rate));
 }
 

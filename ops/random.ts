@@ -12,7 +12,8 @@ import * as api from "./api.ts";
 import { checkShape, fmt } from "./shape.ts";
 
 /**
- * Raw uint32 bits of `shape` from `key`.
+ * Raw uint32 bits of `shape` from `key`. A batch of keys `[n, 2]` gives `[n, ...shape]`: row j holds the bits
+ * key j alone would give (so a subset of the keys reproduces its rows).
  *
  * @example
  * ```ts
@@ -23,7 +24,8 @@ import { checkShape, fmt } from "./shape.ts";
  */
 export function randomBits(key: Tensor, shape: readonly number[]): Tensor {
   checkShape(shape, "randomBits");
-  return bind("randomBits", [key], { shape: [...shape] });
+  const full = key.rank === 2 ? [key.shape[0], ...shape] : [...shape];
+  return bind("randomBits", [key], { shape: full });
 }
 
 /**
@@ -43,7 +45,7 @@ export function key(seed: number, backend?: Backend): Tensor {
 }
 
 /**
- * `n` independent keys derived from `key`.
+ * `n` independent keys derived from `key` (from a batch of keys `[m, 2]`: `n` batches, split key by key).
  *
  * @example
  * ```ts
@@ -53,24 +55,43 @@ export function key(seed: number, backend?: Backend): Tensor {
  */
 export function split(key: Tensor, n = 2): Tensor[] {
   const bits = randomBits(key, [n, 2]);
+  if (key.rank === 2) {
+    const m = key.shape[0];
+    return Array.from({ length: n }, (_, i) => api.reshape(api.slice(bits, [0, i, 0], [m, i + 1, 2]), [m, 2]));
+  }
   return Array.from({ length: n }, (_, i) => api.reshape(api.slice(bits, [i, 0], [i + 1, 2]), [2]));
 }
 
 /**
- * A key derived from `key` and an integer (a number, or a traced scalar such as the step counter).
+ * A key derived from `key` and an integer (a number, or a traced scalar such as the step counter). With a
+ * vector of integers `[n]` (or a batch of keys `[n, 2]`) it gives a batch of keys `[n, 2]`, row j equal to
+ * `foldIn` of key j and integer j: e.g. one key per image, `foldIn(stepKey, imageIndices)`.
  *
  * @example
  * ```ts
- * import { random } from "./mod.ts";
+ * import { random, tensor } from "./mod.ts";
  * const stepKey = random.foldIn(random.key(0), 7); // e.g. a key per iteration
+ * const imageKeys = random.foldIn(stepKey, tensor([0, 1, 2], { dtype: "int32" })); // uint32 [3, 2]
  * ```
  */
 export function foldIn(key: Tensor, data: number | Tensor): Tensor {
-  const d = typeof data === "number"
+  let d = typeof data === "number"
     ? api.scalarLike(data >>> 0, key)
-    : api.cast(api.reshape(data.dtype === "float32" ? api.floor(data) : data, []), "uint32");
-  const offset = api.concat([api.scalarLike(0, key).reshape([1]), d.reshape([1])]);
-  return randomBits(api.add(key, offset), [2]);
+    : api.cast(data.dtype === "float32" ? api.floor(data) : data, "uint32");
+  if (d.size === 1) d = api.reshape(d, []);
+  if (d.rank > 1 || (d.rank === 1 && key.rank === 2 && key.shape[0] !== d.shape[0])) {
+    throw new RangeError(
+      `foldIn: data must be a scalar or one integer per key, got ${fmt(d.shape)} for ${fmt(key.shape)}`,
+    );
+  }
+  const rows = key.rank === 2 ? key.shape[0] : d.rank === 1 ? d.shape[0] : 0;
+  if (rows === 0) {
+    const offset = api.concat([api.scalarLike(0, key).reshape([1]), d.reshape([1])]);
+    return randomBits(api.add(key, offset), [2]);
+  }
+  const column = api.broadcastTo(api.reshape(d, [d.rank === 0 ? 1 : rows, 1]), [rows, 1]);
+  const offset = api.concat([api.zerosLike(column), column], 1); // [rows, 2]: (0, data_j)
+  return randomBits(api.add(api.broadcastTo(key, [rows, 2]), offset), [2]);
 }
 
 /** Options of the float samplers. */
@@ -246,6 +267,7 @@ export function randint(key: Tensor, low: number, high: number, shape: readonly 
 export function permutation(key: Tensor, n: number): Tensor {
   if (!Number.isInteger(n) || n < 1) throw new RangeError(`permutation: n must be a positive integer, got ${n}`);
   if (n > 8192) throw new RangeError(`permutation: n = ${n} is too large for the O(n^2) ranking (max 8192)`);
+  assertKey(key, "permutation");
   const bits = randomBits(key, [n]);
   const idx = tensor(Array.from({ length: n }, (_, i) => i), { dtype: "int32", backend: key.backend });
   const bi = api.reshape(bits, [n, 1]);
@@ -260,7 +282,7 @@ export function permutation(key: Tensor, n: number): Tensor {
 }
 
 /**
- * Checks that a tensor looks like a key.
+ * Checks that a tensor looks like a key (uint32[2]; with `batched`, also a batch of keys uint32[n, 2]).
  *
  * @example
  * ```ts
@@ -268,8 +290,10 @@ export function permutation(key: Tensor, n: number): Tensor {
  * random.assertKey(random.key(0), "myFn"); // passes; anything but a uint32[2] throws a TypeError naming myFn
  * ```
  */
-export function assertKey(k: Tensor, where: string): void {
-  if (k.dtype !== "uint32" || k.rank !== 1 || k.shape[0] !== 2) {
-    throw new TypeError(`${where}: expected a key (uint32[2]), got ${k.dtype}${fmt(k.shape)}`);
+export function assertKey(k: Tensor, where: string, batched = false): void {
+  const ok = k.dtype === "uint32" && k.shape[k.rank - 1] === 2 && (k.rank === 1 || (batched && k.rank === 2));
+  if (!ok) {
+    const want = batched ? "uint32[2] or a batch uint32[n,2]" : "uint32[2]";
+    throw new TypeError(`${where}: expected a key (${want}), got ${k.dtype}${fmt(k.shape)}`);
   }
 }

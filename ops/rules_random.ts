@@ -27,12 +27,17 @@ export function threefry2x32(k0: number, k1: number, c0: number, c1: number): [n
   return [x0, x1];
 }
 
-/** `randomBits(key)[i] = threefry(key, (i, 0))[0]`: element i depends only on the key and i. */
+/**
+ * `randomBits(key)[i] = threefry(key, (i, 0))[0]`: element i depends only on the key and i. A batch of keys
+ * `[n, 2]` gives `n` rows of `size(shape) / n` elements (`shape[0] = n`), row j drawn from key j as one key would.
+ */
 export const randomBitsRule: Rule<"randomBits"> = {
   arity: 1,
   shape: ([key], { shape }) => {
-    if (key.dtype !== "uint32" || key.shape.length !== 1 || key.shape[0] !== 2) {
-      throw new TypeError(`randomBits: key must be uint32[2], got ${key.dtype}${fmt(key.shape)}`);
+    const batched = key.shape.length === 2 && shape.length > 0 && shape[0] === key.shape[0];
+    if (key.dtype !== "uint32" || key.shape[key.shape.length - 1] !== 2 || !(key.shape.length === 1 || batched)) {
+      const batch = key.shape.length === 2 ? ` or a batch uint32[n,2] with an output [n, ...] (got ${fmt(shape)})` : "";
+      throw new TypeError(`randomBits: key must be uint32[2]${batch}, got ${key.dtype}${fmt(key.shape)}`);
     }
     if (size(shape) > 2 ** 32) throw new RangeError(`randomBits: ${fmt(shape)} has more than 2^32 elements`);
     return { shape, dtype: "uint32" };
@@ -40,15 +45,23 @@ export const randomBitsRule: Rule<"randomBits"> = {
   cpu: ([key], _a, _p, out) => {
     const n = size(out.shape);
     const res = allocHost("uint32", n);
-    for (let i = 0; i < n; i++) res[i] = threefry2x32(key[0], key[1], i, 0)[0];
+    const rows = key.length / 2;
+    const per = n / rows;
+    for (let j = 0; j < rows; j++) {
+      for (let i = 0; i < per; i++) res[j * per + i] = threefry2x32(key[2 * j], key[2 * j + 1], i, 0)[0];
+    }
     return res;
   },
   vjp: () => [null],
   wgsl: {
     kind: "kernel",
-    build: (_ins, out) => {
+    build: (ins, out) => {
       const n = size(out.shape);
-      const body = `out[gid] = threefry2x32(in0[0], in0[1], gid, 0u).x;`;
+      const rows = ins[0].shape.length === 2 ? ins[0].shape[0] : 1;
+      const per = n / rows;
+      const body = rows === 1
+        ? `out[gid] = threefry2x32(in0[0], in0[1], gid, 0u).x;`
+        : `let j = gid / ${per}u; out[gid] = threefry2x32(in0[2u * j], in0[2u * j + 1u], gid - j * ${per}u, 0u).x;`;
       return { code: perThreadKernel(["uint32"], "uint32", n, body), threads: n, workgroupSize: WG };
     },
   },

@@ -1023,8 +1023,10 @@ export function augmentCrop(key: Tensor, images: Tensor, spec: CropSpec, cfg: Au
  * iBOT's multi-crop augmentation of a batch: `images` [B, C, H, W] with values in [0, 1]; returns the global
  * crops then the local crops, each [B, C, size, size] (normalised unless `cfg.normalize` is false). A pure
  * function of `key`: every random number comes from one `uniform(key, [rows, crops·B])` draw (column
- * `k·B + b` drives crop k of image b). Crops of one kind are augmented together as one batch. Jit it with the
- * config closed over: `jit((k, x) => multiCrop(k, x, cfg))`.
+ * `k·B + b` drives crop k of image b). With a batch of keys `[B, 2]`, one per image, image b's crops draw from
+ * its own key instead (`uniform(key_b, [rows, crops])`), so any subset of the images, augmented with their
+ * keys, gets the crops it gets in the whole batch. Crops of one kind are augmented together as one batch. Jit
+ * it with the config closed over: `jit((k, x) => multiCrop(k, x, cfg))`.
  *
  * @example
  * ```ts
@@ -1035,13 +1037,20 @@ export function augmentCrop(key: Tensor, images: Tensor, spec: CropSpec, cfg: Au
  * ```
  */
 export function multiCrop(key: Tensor, images: Tensor, cfg: AugmentConfig = IMAGENET_AUGMENT): Tensor[] {
-  assertKey(key, "multiCrop");
+  assertKey(key, "multiCrop", true);
   checkImages(images, cfg, "multiCrop");
   const specs = cropSpecs(cfg);
   const nRows = cropUniformRows(cfg.attempts);
   const b = images.shape[0];
+  if (key.rank === 2 && key.shape[0] !== b) {
+    throw new RangeError(`multiCrop: ${key.shape[0]} image keys for ${b} images`);
+  }
   return tidy(() => {
-    const all = api.cast(uniform(key, [nRows, specs.length * b]), images.dtype);
+    const n = specs.length;
+    const drawn = key.rank === 2
+      ? api.reshape(api.transpose(uniform(key, [nRows, n]), [1, 2, 0]), [nRows, n * b]) // [B, rows, n] → column k·B + b
+      : uniform(key, [nRows, n * b]);
+    const all = api.cast(drawn, images.dtype);
     const out: Tensor[] = [];
     for (const kind of ["global", "local"] as const) {
       const group = specs.filter((s) => s.kind === kind);

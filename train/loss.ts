@@ -84,8 +84,17 @@ function asOperand(x: Operand, dtype: Tensor["dtype"]): Operand {
   return typeof x === "number" ? x : api.cast(x, dtype);
 }
 
-/** `m·old + (1−m)·batch`, literally as the official code writes it. */
-function momentumUpdate(old: Tensor, batch: Tensor, m: Operand): Tensor {
+/**
+ * `m·old + (1−m)·batch`, literally as the official code writes it (the center updates).
+ *
+ * @example
+ * ```ts
+ * import { tensor } from "./mod.ts";
+ * import { momentumUpdate } from "./train/loss.ts";
+ * const c = momentumUpdate(tensor([1]), tensor([0]), 0.9); // [0.9]
+ * ```
+ */
+export function momentumUpdate(old: Tensor, batch: Tensor, m: Operand): Tensor {
   return api.add(api.mul(old, m), api.mul(batch, typeof m === "number" ? 1 - m : api.sub(1, m)));
 }
 

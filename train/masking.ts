@@ -307,7 +307,8 @@ export function sampleMask(rng: HostRng, gh: number, gw: number, opts: MaskOptio
 }
 
 /**
- * Host masks of a batch: row-major `[B, Gh, Gw]` bytes; image b uses the stream of `hostFoldIn(key, b)`.
+ * Host masks of a batch: row-major `[B, Gh, Gw]` bytes; image b uses the stream of `hostFoldIn(key, b)`, or of
+ * `hostFoldIn(key, positions[b])` when the batch is part (e.g. a micro-batch) of a larger one.
  *
  * @example
  * ```ts
@@ -321,12 +322,19 @@ export function sampleMasksHost(
   gh: number,
   gw: number,
   opts: MaskOptions = {},
+  positions?: ArrayLike<number>,
 ): Uint8Array {
   if (!(Number.isInteger(batch) && batch >= 0 && Number.isInteger(gh) && gh > 0 && Number.isInteger(gw) && gw > 0)) {
     throw new RangeError(`sampleMasks: bad batch/grid ${batch}, ${gh}×${gw}`);
   }
+  if (positions && positions.length !== batch) {
+    throw new RangeError(`sampleMasks: ${positions.length} image positions for a batch of ${batch}`);
+  }
   const out = new Uint8Array(batch * gh * gw);
-  for (let b = 0; b < batch; b++) out.set(sampleMask(new HostRng(hostFoldIn(key, b)), gh, gw, opts), b * gh * gw);
+  for (let b = 0; b < batch; b++) {
+    const rng = new HostRng(hostFoldIn(key, positions ? positions[b] : b));
+    out.set(sampleMask(rng, gh, gw, opts), b * gh * gw);
+  }
   return out;
 }
 
@@ -474,7 +482,9 @@ export interface StepMasks {
 /**
  * Samples the masks of one step as `sampleCropMasks` does (crop c from `hostFoldIn(key, c)`, equal grids), and
  * lists their masked patches for the sparse MIM loss, padded to `maskCapacity(...).typical` rows (or to `max`
- * in the rare batch that needs more, which compiles a second plan).
+ * in the rare batch that needs more, which compiles a second plan). For a part of a step's batch (a
+ * micro-batch, a rank's share), `positions` gives its images' positions in the whole batch: each image gets the
+ * mask it gets there.
  *
  * @example
  * ```ts
@@ -489,11 +499,12 @@ export function sampleStepMasks(
   grids: readonly (readonly [number, number])[],
   opts: MaskOptions = {},
   backend?: Backend,
+  positions?: ArrayLike<number>,
 ): StepMasks {
   const b = backend ?? defaultBackend();
   const n = grids.length > 0 ? grids[0][0] * grids[0][1] : 0;
   if (grids.some(([gh, gw]) => gh * gw !== n)) throw new RangeError("sampleStepMasks: the global crops' grids differ");
-  const host = grids.map(([gh, gw], c) => sampleMasksHost(hostFoldIn(key, c), batch, gh, gw, opts));
+  const host = grids.map(([gh, gw], c) => sampleMasksHost(hostFoldIn(key, c), batch, gh, gw, opts, positions));
   const cap = maskCapacity(grids.length * batch, n, opts);
   const masked = host.reduce((a, m) => a + m.reduce((s, x) => s + x, 0), 0);
   const sel = maskSelection(host, batch, masked <= cap.typical ? cap.typical : cap.max, 1);

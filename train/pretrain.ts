@@ -8,7 +8,7 @@
  * bit-exactly.
  */
 import type { Tensor } from "../autograd/tensor.ts";
-import { jit, type Jitted } from "../autograd/jit.ts";
+import { jit } from "../autograd/jit.ts";
 import { tidy } from "../autograd/engine.ts";
 import { map as treeMap } from "../autograd/tree.ts";
 import type { Backend } from "../ops/backend.ts";
@@ -30,7 +30,8 @@ import {
 } from "./backbone.ts";
 import { multiCrop, normalize } from "./augment.ts";
 import { adamwInit } from "./optim.ts";
-import { type IbotBatch, type IbotHyper, type IbotMetrics, type IbotState, ibotStep } from "./step.ts";
+import type { IbotState } from "./step.ts";
+import { accumulatingStep, type PretrainStep } from "./step_accumulate.ts";
 import { hostFoldIn, hostKey, sampleStepMasks } from "./masking.ts";
 import { hyperAt, type PretrainConfig } from "./presets.ts";
 import { CheckpointError, loadCheckpoint, saveCheckpoint } from "./checkpoint.ts";
@@ -98,6 +99,12 @@ export interface PretrainOptions {
   knnTestLimit?: number;
   /** Run the k-NN evaluation at the end (default true). */
   evaluate?: boolean;
+  /**
+   * Images per forward/backward pass (default: the whole batch). A smaller value that divides the batch size
+   * runs each step as batchSize/microBatch passes whose gradients, center sums and metrics are added before one
+   * clip/AdamW/EMA update: the step of the whole batch, with less memory (same result up to float rounding).
+   */
+  microBatch?: number;
 }
 
 /** Result of a run. */
@@ -288,30 +295,29 @@ export async function pretrain(cfg: PretrainConfig, ds: Dataset, opts: PretrainO
 
   // The MIM mask grid: the patch grid of a ViT, the last stage's grid of a Swin (spec §2.5).
   const [gh, gw] = maskGrid(vc, cfg.augment.globalCrops.size);
-  const step: Jitted<[State, IbotBatch, IbotHyper], { state: State; metrics: IbotMetrics }> = jit(
-    ibotStep<BackboneParams, HeadParams>({
-      backbone: (p, images, o) => backboneTokens(vc, p, images, o),
-      head: (h, tokens) => head(h, tokens, { normLastLayer: cfg.head.normLastLayer }),
-      headFeatures,
-      headPrototypes: (h, z) => headPrototypes(h, z, { normLastLayer: cfg.head.normLastLayer }),
-      // Without the official norm_last_layer, the prototype layer's weight_g is a trained parameter.
-      trainable: cfg.head.normLastLayer ? undefined : () => true,
-      globalCrops: cfg.augment.globalCrops.number,
-      studentTemp: cfg.studentTemp,
-      clipGrad: cfg.clipGrad,
-      augment: (k, x) => multiCrop(k, x, cfg.augment),
-    }),
-    { donate: [0] },
-  );
+  const step: PretrainStep<State> = accumulatingStep<BackboneParams, HeadParams>({
+    backbone: (p, images, o) => backboneTokens(vc, p, images, o),
+    head: (h, tokens) => head(h, tokens, { normLastLayer: cfg.head.normLastLayer }),
+    headFeatures,
+    headPrototypes: (h, z) => headPrototypes(h, z, { normLastLayer: cfg.head.normLastLayer }),
+    // Without the official norm_last_layer, the prototype layer's weight_g is a trained parameter.
+    trainable: cfg.head.normLastLayer ? undefined : () => true,
+    globalCrops: cfg.augment.globalCrops.number,
+    studentTemp: cfg.studentTemp,
+    clipGrad: cfg.clipGrad,
+    augment: (k, x) => multiCrop(k, x, cfg.augment),
+  }, { batchSize: cfg.batchSize, microBatch: opts.microBatch ?? cfg.batchSize, backend });
   const maskKey = hostKey(seed + 1);
-  // Host masks and their masked token rows: the head and the MIM loss run on those rows only.
-  const masksFor = (iteration: number, b: number) =>
+  // Host masks and their masked token rows (the head and the MIM loss run on those rows only), of the images
+  // at `positions` in the step's batch.
+  const masksFor = (iteration: number, positions: Int32Array) =>
     sampleStepMasks(
       hostFoldIn(maskKey, iteration),
-      b,
+      positions.length,
       Array.from({ length: cfg.augment.globalCrops.number }, () => [gh, gw] as const),
       { ...cfg.masking, epoch: Math.floor(iteration / itersPerEpoch) },
       backend,
+      positions,
     );
 
   const knnKs = opts.knnKs ?? [10, 20, 100, 200];
@@ -326,8 +332,9 @@ export async function pretrain(cfg: PretrainConfig, ds: Dataset, opts: PretrainO
     batchSize: cfg.batchSize,
     seed,
     start: { epoch: Math.floor(startIteration / itersPerEpoch), step: startIteration % itersPerEpoch },
-    upload: (b) => fromTyped(b.images, b.shape, "float32", backend),
-    dispose: (t) => t.dispose(),
+    // A whole batch is uploaded ahead; micro-batches are uploaded one at a time by the step.
+    upload: (b) => step.micro ? undefined : fromTyped(b.images, b.shape, "float32", backend),
+    dispose: (t) => t?.dispose(),
   });
   const save = async (iteration: number) => {
     if (!ckptPath) return;
@@ -338,12 +345,9 @@ export async function pretrain(cfg: PretrainConfig, ds: Dataset, opts: PretrainO
       if (done >= total) break;
       const it = batch.iteration;
       const hp = hyperAt(cfg, it, itersPerEpoch, scheduleSteps);
-      const masks = masksFor(it, batch.shape[0]);
       const tCall = performance.now();
-      const out = step(state, { images: batch.data, masks: masks.masks, maskSelection: masks.maskSelection }, hp);
+      const out = step.run(state, batch, hp, (positions) => masksFor(it, positions));
       state = out.state;
-      batch.data.dispose();
-      [...masks.masks, masks.maskSelection.index, masks.maskSelection.weight].forEach((m) => m.dispose());
       done = it + 1;
       stepsSinceLog++;
       const isLog = done % logEvery === 0 || done === total || done === startIteration + 1;
@@ -385,7 +389,7 @@ export async function pretrain(cfg: PretrainConfig, ds: Dataset, opts: PretrainO
         stepsSinceLog = 0;
         opts.onProgress?.(report);
         if (metricsPath) await Deno.writeTextFile(metricsPath, JSON.stringify(report) + "\n", { append: true });
-        if (done === startIteration + 1) opts.onCompiled?.(compileSeconds, step.stats().plan);
+        if (done === startIteration + 1) opts.onCompiled?.(compileSeconds, step.stats());
       }
       Object.values(out.metrics).forEach((t) => t.dispose());
       if (isCkpt) await save(done);

@@ -4,17 +4,29 @@
  * crops without) → `ibotLoss` with the old centers → gradients → per-parameter clipping → AdamW (last layer
  * frozen by a 0/1 input) → `teacher = emaFold(teacher, student, m)`.
  *
+ * The step is split at the gradient, so that a global batch can be processed in parts (gradient accumulation,
+ * data-parallel ranks) with the semantics of one big step: `ibotGrads` (train/step_grads.ts) turns a batch, or
+ * any part of one, into `IbotSums` — sums over its images of per-image quantities (the gradient of the loss,
+ * the teacher outputs for the centers, the metrics) — parts are added leaf by leaf (`addIbotSums`, or an
+ * all-reduce), and `ibotUpdate` (train/step_update.ts) divides the sums by their image count and applies
+ * clipping, AdamW, the teacher EMA and the center EMA. `ibotStep` is the two fused over one whole batch.
+ *
+ * Randomness is per image, so that a part of the batch reproduces its images' draws: with
+ * `[_, aug, drop] = split(state.key, 3)`, image g (its position in the global batch, `IbotBatch.index`) is
+ * augmented from `foldIn(aug, g)` and its crop v's drop path uses `split(foldIn(drop, g), crops)[v]`; its
+ * masks come from the host (`masking.sampleStepMasks` with `positions`). The next state's key is
+ * `split(state.key, 3)[0]`.
+ *
  * Hyperparameters (lr, wd, momentum, temperatures, the freeze flag) are numbers that `jit` turns into scalar
  * inputs: one compiled plan serves every iteration.
  */
 import type { Tensor } from "../autograd/tensor.ts";
-import { valueAndGrad } from "../autograd/vjp.ts";
-import { emaFold } from "../autograd/tree.ts";
-import * as api from "../ops/api.ts";
-import { logSoftmax, softmax } from "../ops/nn.ts";
-import * as random from "../ops/random.ts";
-import { ibotLoss, type IbotLossInput } from "./loss.ts";
-import { type AdamWState, adamwUpdate, clipGradsPerParam } from "./optim.ts";
+import type { AdamWState } from "./optim.ts";
+import { ibotGrads } from "./step_grads.ts";
+import { ibotUpdate } from "./step_update.ts";
+
+export { addIbotSums, ibotUpdate } from "./step_update.ts";
+export { ibotGrads } from "./step_grads.ts";
 
 /** A backbone + head pair of parameter trees (the official `backbone.*` / `head.*` names). */
 export interface IbotNetwork<B = unknown, H = unknown> {
@@ -36,7 +48,7 @@ export interface IbotState<B = unknown, H = unknown> {
   center: Tensor;
   /** Patch center `[1, 1, K]`. */
   center2: Tensor;
-  /** PRNG key (uint32[2]); split every step for augmentation and drop path. */
+  /** PRNG key (uint32[2]); split every step for augmentation and drop path (see the module doc). */
   key: Tensor;
 }
 
@@ -70,6 +82,12 @@ export interface IbotBatch {
    * `headPrototypes` in the step's config. The result equals the dense form up to rounding.
    */
   maskSelection?: { index: Tensor; weight: Tensor };
+  /**
+   * Int32 `[B]`: the positions of these images in the step's global batch (default `0..B−1`). A part of a batch
+   * (a micro-batch, a rank's share) passes its positions so that its images get the augmentation and drop-path
+   * draws they get in the whole batch.
+   */
+  index?: Tensor;
 }
 
 /** The model functions and constants the step is built from. */
@@ -97,8 +115,8 @@ export interface IbotStepConfig<B, H> {
   lambda1?: number;
   /** Weight of the masked-patch (MIM) loss term (1.0). */
   lambda2?: number;
-  /** On-device multi-crop augmentation of raw images (globals first). */
-  augment?: (key: Tensor, images: Tensor) => Tensor[];
+  /** On-device multi-crop augmentation of raw images (globals first), with one key per image (`[B, 2]`). */
+  augment?: (keys: Tensor, images: Tensor) => Tensor[];
 }
 
 /** Scalars reported by a step (tensors; read them back only when logging). */
@@ -115,15 +133,37 @@ export interface IbotMetrics {
   agreement: Tensor;
 }
 
-/** Splits `[n·B, ...]` into n views of `[B, ...]`. */
-function views(x: Tensor, n: number): Tensor[] {
-  const b = x.shape[0] / n;
-  return Array.from({ length: n }, (_, i) => api.slice(x, [i * b], [(i + 1) * b]));
+/**
+ * What `ibotGrads` returns for a batch or a part of one: every leaf is a sum over the part's images of a
+ * per-image quantity, so that the parts of a global batch combine by adding leaf by leaf (`addIbotSums`, or an
+ * MPI all-reduce with SUM), and `ibotUpdate` divides by `images` once. The per-image loss is
+ * `λ1·Σ CLS terms / #CLS terms + λ2·Σ MIM terms / #global views` (the batch means of `ibotLoss` without the
+ * division by the batch), so `grads / images` is the gradient of the whole batch's loss.
+ */
+export interface IbotSums<B = unknown, H = unknown> {
+  /** Σ over images of the gradient of the per-image loss with respect to the student (before clipping). */
+  grads: IbotNetwork<B, H>;
+  /** `[1, K]`: Σ over images of the mean over the global views of the raw teacher CLS logits. */
+  center: Tensor;
+  /** `[1, 1, K]`: Σ over images of the mean over the global views and patches of the raw teacher patch logits. */
+  center2: Tensor;
+  /** Σ of the per-image total loss. */
+  loss: Tensor;
+  /** Σ of the per-image CLS term. */
+  cls: Tensor;
+  /** Σ of the per-image MIM term. */
+  patch: Tensor;
+  /** Σ over images of the entropy of the teacher's centred, sharpened CLS distribution (global crop 0). */
+  teacherEntropy: Tensor;
+  /** Number of images whose teacher argmax (crop 0) equals the student's (crop 1). */
+  agreement: Tensor;
+  /** Number of images summed (a float32 scalar): the divisor of every other leaf. */
+  images: Tensor;
 }
 
 /**
- * Builds the pure step `(state, batch, hyper) => { state, metrics }`. Wrap it in `jit` (donating the state)
- * to compile it once.
+ * Builds the pure step `(state, batch, hyper) => { state, metrics }` over one whole batch: `ibotUpdate` of
+ * `ibotGrads` (see the module doc). Wrap it in `jit` (donating the state) to compile it once.
  *
  * @example
  * ```ts ignore
@@ -134,113 +174,7 @@ function views(x: Tensor, n: number): Tensor[] {
 export function ibotStep<B, H>(
   cfg: IbotStepConfig<B, H>,
 ): (state: IbotState<B, H>, batch: IbotBatch, hp: IbotHyper) => { state: IbotState<B, H>; metrics: IbotMetrics } {
-  const studentTemp = cfg.studentTemp ?? 0.1;
-  const clip = cfg.clipGrad ?? 3.0;
-  const ng = cfg.globalCrops;
-  return (
-    state: IbotState<B, H>,
-    batch: IbotBatch,
-    hp: IbotHyper,
-  ): { state: IbotState<B, H>; metrics: IbotMetrics } => {
-    const [nextKey, augKey, dropKey] = random.split(state.key, 3);
-    const crops = batch.crops ?? (cfg.augment && batch.images ? cfg.augment(augKey, batch.images) : null);
-    if (!crops) throw new Error("ibotStep: the batch needs `crops`, or `images` with an `augment` function");
-    if (batch.masks.length !== ng) throw new RangeError(`ibotStep: ${batch.masks.length} masks for ${ng} global crops`);
-    const globals = api.concat(crops.slice(0, ng), 0);
-    const locals = crops.length > ng ? api.concat(crops.slice(ng), 0) : null;
-    const masks = api.concat(batch.masks, 0);
-
-    // The head runs on the CLS tokens and on the patch tokens separately, so that nothing slices the large
-    // [2B, 1+N, K] head output (a slice's gradient is a full-size padded copy). The patch loss is a mean over
-    // images, so both global views can stay concatenated: one [2B, N, K] view with the concatenated masks.
-    const clsOf = (tokens: Tensor) =>
-      api.reshape(api.slice(tokens, [0, 0, 0], [tokens.shape[0], 1, tokens.shape[2]]), [tokens.shape[0], -1]);
-    const patchesOf = (tokens: Tensor) => api.slice(tokens, [0, 1, 0]);
-    const rowsOf = (tokens: Tensor) => api.reshape(tokens, [-1, tokens.shape[tokens.rank - 1]]);
-
-    // Teacher: global crops, no masks, no gradient.
-    const tTokens = api.stopGradient(cfg.backbone(state.teacher.backbone, globals, { train: false }));
-    const sel = batch.maskSelection;
-    let teacherCls: Tensor[];
-    // The MIM inputs of the loss, given the student's global tokens.
-    let patchInputs: (sTokens: Tensor, student: IbotNetwork<B, H>) => Partial<IbotLossInput>;
-    if (sel) {
-      // Sparse MIM: the teacher's head features on every token (the patch center needs the mean over all
-      // patches, which the linear, bias-free prototype layer lets us take before it), its prototypes only on
-      // CLS and masked rows; the student's head only on its masked rows.
-      const { headFeatures, headPrototypes } = cfg;
-      if (!headFeatures || !headPrototypes) {
-        throw new Error("ibotStep: batch.maskSelection needs headFeatures and headPrototypes in the step config");
-      }
-      const z = headFeatures(state.teacher.head, tTokens); // [2B, 1+N, bottleneck]
-      teacherCls = views(headPrototypes(state.teacher.head, clsOf(z)), ng);
-      const teacher = headPrototypes(state.teacher.head, api.gather(rowsOf(z), sel.index, 0));
-      const teacherMean = headPrototypes(state.teacher.head, api.mean(rowsOf(patchesOf(z)), 0, true));
-      patchInputs = (sTokens, student) => ({
-        maskedPatches: {
-          student: cfg.head(student.head, api.gather(rowsOf(sTokens), sel.index, 0)),
-          teacher,
-          teacherMean,
-          weight: sel.weight,
-          images: globals.shape[0],
-        },
-      });
-    } else {
-      teacherCls = views(cfg.head(state.teacher.head, clsOf(tTokens)), ng);
-      const teacherPatch = [cfg.head(state.teacher.head, patchesOf(tTokens))];
-      patchInputs = (sTokens, student) => ({
-        studentPatch: [cfg.head(student.head, patchesOf(sTokens))],
-        teacherPatch,
-        masks: [masks],
-      });
-    }
-
-    const [dk1, dk2] = random.split(dropKey, 2);
-    const lossOf = (student: IbotNetwork<B, H>) => {
-      const sTokens = cfg.backbone(student.backbone, globals, { masks, train: true, key: dk1 });
-      const sCls = views(cfg.head(student.head, clsOf(sTokens)), ng);
-      let localCls: Tensor[] = [];
-      if (locals) {
-        const lTokens = cfg.backbone(student.backbone, locals, { train: true, key: dk2 });
-        localCls = views(cfg.head(student.head, clsOf(lTokens)), crops.length - ng);
-      }
-      const out = ibotLoss({
-        studentCls: [...sCls, ...localCls],
-        teacherCls,
-        ...patchInputs(sTokens, student),
-        center: state.center,
-        center2: state.center2,
-        studentTemp,
-        teacherTemp: hp.teacherTemp,
-        teacherPatchTemp: hp.teacherPatchTemp,
-        lambda1: cfg.lambda1,
-        lambda2: cfg.lambda2,
-      });
-      return [out.loss, { ...out, studentCls0: sCls[Math.min(1, ng - 1)] }] as [
-        Tensor,
-        typeof out & { studentCls0: Tensor },
-      ];
-    };
-    const [[loss, aux], grads] = valueAndGrad(lossOf, { hasAux: true })(state.student);
-    const clipped = clip > 0 ? clipGradsPerParam(grads, clip) : grads;
-    const { params: student, state: opt } = adamwUpdate(clipped, state.opt, state.student, {
-      lr: hp.lr,
-      wd: hp.wd,
-      freezeLastLayer: hp.freezeLastLayer,
-      trainable: cfg.trainable,
-    });
-    const teacher = emaFold(state.teacher, student, hp.momentum);
-
-    // Monitors: teacher entropy and student/teacher agreement (official "acc": teacher crop 0 vs student crop 1).
-    const tLogits = api.div(api.sub(teacherCls[0], state.center), hp.teacherTemp);
-    const tProbs = softmax(tLogits);
-    const teacherEntropy = api.mean(api.neg(api.sum(api.mul(tProbs, logSoftmax(tLogits)), -1)));
-    const agree = api.equal(api.argmax(teacherCls[0], -1), api.argmax(aux.studentCls0, -1));
-    const agreement = api.mean(api.cast(agree, "float32"));
-
-    return {
-      state: { student, teacher, opt, center: aux.center, center2: aux.center2, key: nextKey },
-      metrics: { loss, cls: aux.cls, patch: aux.patch, teacherEntropy, agreement },
-    };
-  };
+  const grads = ibotGrads(cfg);
+  const update = ibotUpdate<B, H>(cfg);
+  return (state, batch, hp) => update(state, grads(state, batch, hp), hp);
 }

@@ -1,0 +1,128 @@
+/**
+ * The jitted training step of `pretrain`, over a whole batch or accumulated over micro-batches: one fused
+ * `ibotStep` plan when the micro-batch is the batch, else a `ibotGrads` plan run once per micro-batch (each
+ * with its images' positions in the batch, so that augmentation, masks and drop path are those of the whole
+ * batch), an `addIbotSums` plan that accumulates in place, and one `ibotUpdate` plan. The sums are the point
+ * where a data-parallel run all-reduces (see train/step.ts).
+ */
+import type { Tensor } from "../autograd/tensor.ts";
+import { jit } from "../autograd/jit.ts";
+import type { Backend } from "../ops/backend.ts";
+import { fromTyped } from "../ops/create.ts";
+import type { StepMasks } from "./masking.ts";
+import type { HostBatch } from "./data/loader.ts";
+import {
+  addIbotSums,
+  type IbotBatch,
+  ibotGrads,
+  type IbotHyper,
+  type IbotMetrics,
+  type IbotState,
+  ibotStep,
+  type IbotStepConfig,
+  type IbotSums,
+  ibotUpdate,
+} from "./step.ts";
+
+/** A compiled training step as `pretrain` drives it. */
+export interface PretrainStep<S> {
+  /** Whether the batch is split into micro-batches (then `run` uploads them itself, one at a time). */
+  readonly micro: boolean;
+  /**
+   * One step on a host batch (`data`: the whole batch uploaded, or undefined with micro-batches, which `run`
+   * uploads). `masks(positions)` gives the masks of the images at those positions of the batch; `run` frees
+   * what it uploads, the batch's `data` and the masks. The state is donated.
+   */
+  run(
+    state: S,
+    batch: HostBatch & { data: Tensor | undefined },
+    hp: IbotHyper,
+    masks: (positions: Int32Array) => StepMasks,
+  ): { state: S; metrics: IbotMetrics };
+  /** Plan statistics of the main plan (the fused step, or the gradient plan). */
+  stats(): unknown;
+  /** Frees the compiled plans. */
+  dispose(): void;
+}
+
+/** Options of `accumulatingStep`. */
+export interface AccumulateOptions {
+  /** Images per step. */
+  batchSize: number;
+  /** Images per forward/backward pass; must divide `batchSize`. */
+  microBatch: number;
+  /** Backend the micro-batches are uploaded to. */
+  backend: Backend;
+}
+
+function freeMasks(m: StepMasks): void {
+  [...m.masks, m.maskSelection.index, m.maskSelection.weight].forEach((t) => t.dispose());
+}
+
+/**
+ * Compiles the training step of `cfg` for a batch of `batchSize` processed `microBatch` images at a time.
+ * Throws a RangeError naming both sizes when `microBatch` does not divide `batchSize`.
+ *
+ * @example
+ * ```ts ignore
+ * const step = accumulatingStep(stepConfig, { batchSize: 64, microBatch: 16, backend });
+ * const { state: next, metrics } = step.run(state, hostBatch, hp, (pos) => sampleStepMasks(key, pos.length, grids, {}, backend, pos));
+ * ```
+ */
+export function accumulatingStep<B, H>(
+  cfg: IbotStepConfig<B, H>,
+  opts: AccumulateOptions,
+): PretrainStep<IbotState<B, H>> {
+  const { batchSize, microBatch, backend } = opts;
+  if (!(Number.isInteger(microBatch) && microBatch > 0 && batchSize % microBatch === 0)) {
+    throw new RangeError(`the micro-batch ${microBatch} must be a positive divisor of the batch size ${batchSize}`);
+  }
+  type S = IbotState<B, H>;
+  const all = Int32Array.from({ length: batchSize }, (_, i) => i);
+  if (microBatch === batchSize) {
+    const step = jit(ibotStep(cfg), { donate: [0] });
+    return {
+      micro: false,
+      run(state, batch, hp, masks) {
+        const m = masks(all);
+        const out = step(state, { images: batch.data!, masks: m.masks, maskSelection: m.maskSelection }, hp);
+        batch.data!.dispose();
+        freeMasks(m);
+        return out;
+      },
+      stats: () => step.stats().plan,
+      dispose: () => step.dispose(),
+    };
+  }
+  const grads = jit(ibotGrads(cfg));
+  const add = jit(addIbotSums<IbotSums<B, H>>, { donate: [0, 1] });
+  const update = jit(ibotUpdate<B, H>(cfg), { donate: [0, 1] });
+  return {
+    micro: true,
+    run(state: S, batch, hp, masks) {
+      batch.data?.dispose();
+      const [, c, h, w] = batch.shape;
+      const per = c * h * w;
+      let sums: IbotSums<B, H> | null = null;
+      for (let first = 0; first < batchSize; first += microBatch) {
+        const positions = all.subarray(first, first + microBatch);
+        const images = fromTyped(
+          batch.images.subarray(first * per, (first + microBatch) * per),
+          [microBatch, c, h, w],
+          "float32",
+          backend,
+        );
+        const index = fromTyped(positions, [microBatch], "int32", backend);
+        const m = masks(positions);
+        const part: IbotBatch = { images, masks: m.masks, maskSelection: m.maskSelection, index };
+        const g = grads(state, part, hp);
+        sums = sums ? add(sums, g) : g;
+        [images, index].forEach((t) => t.dispose());
+        freeMasks(m);
+      }
+      return update(state, sums!, hp);
+    },
+    stats: () => grads.stats().plan,
+    dispose: () => [grads, add, update].forEach((f) => f.dispose()),
+  };
+}

@@ -113,17 +113,18 @@ type Collective = "sum" | "max" | "broadcast";
 function overMpi(mpi: Mpi): Communicator {
   /** One host buffer per dtype for the whole tree, one MPI call each, then new tensors. */
   async function collective<T>(tree: T, kind: Collective, root = 0, scale = 1): Promise<T> {
-    const { leaves, def } = flatten<Tensor>(tree);
+    const { leaves, def } = flatten<Tensor | null>(tree);
     const groups = new Map<DType, number[]>();
+    const out: (Tensor | null)[] = leaves.map(() => null); // null leaves (e.g. frozen gradients) stay null
     leaves.forEach((t, i) => {
+      if (t === null || t === undefined) return;
       const list = groups.get(t.dtype) ?? [];
       list.push(i);
       groups.set(t.dtype, list);
     });
-    const out: Tensor[] = new Array(leaves.length);
     for (const [dtype, idx] of groups) {
       if (dtype === "bool" && kind !== "broadcast") throw new MpiError(`all-reduce of bool tensors is undefined`);
-      const hosts = await Promise.all(idx.map((i) => leaves[i].data()));
+      const hosts = await Promise.all(idx.map((i) => leaves[i]!.data()));
       const total = hosts.reduce((n, h) => n + h.length, 0);
       const flat = new (hosts[0].constructor as { new (n: number): HostArray })(total);
       let offset = 0;
@@ -137,7 +138,7 @@ function overMpi(mpi: Mpi): Communicator {
       if (scale !== 1) { for (let j = 0; j < flat.length; j++) flat[j] *= scale; }
       offset = 0;
       idx.forEach((i, j) => {
-        const t = leaves[i];
+        const t = leaves[i]!;
         const n = hosts[j].length;
         out[i] = fromTyped(flat.slice(offset, offset + n), t.shape, t.dtype, t.backend);
         offset += n;
@@ -152,8 +153,8 @@ function overMpi(mpi: Mpi): Communicator {
     library: mpi.version,
     allReduceSum: (tree) => collective(tree, "sum"),
     async allReduceMean(tree) {
-      for (const t of flatten<Tensor>(tree).leaves) {
-        if (t.dtype !== "float32" && t.dtype !== "float64") {
+      for (const t of flatten<Tensor | null>(tree).leaves) {
+        if (t && t.dtype !== "float32" && t.dtype !== "float64") {
           throw new MpiError(`allReduceMean: a ${t.dtype} leaf of shape [${t.shape}] has no mean; use allReduceSum`);
         }
       }

@@ -9,6 +9,8 @@
  */
 import { parseArgs } from "node:util";
 import { need, runCli, seedFlag, UsageError } from "./lib/cli.ts";
+import { inJob, joinJob } from "./lib/job.ts";
+import type { Communicator } from "../distributed/mod.ts";
 import { FOLDER_TEST_FRACTION, loadData } from "./lib/data.ts";
 import { initBackend } from "../mod.ts";
 import { PRESETS, type PretrainConfig } from "../train/presets.ts";
@@ -49,6 +51,10 @@ Options:
   --micro-batch M      images per forward/backward pass, a divisor of the batch size (default: the whole
                        batch); the gradients of batch/M passes are summed before one update, which is the
                        step of the whole batch with the memory of M images
+  --distributed        one process of an MPICH job (mpiexec -n N deno run --allow-ffi --allow-env ...):
+                       each of the N ranks runs the gradient pass on every N-th image of each batch,
+                       the gradients are all-reduced, every rank takes the same update; rank 0 alone
+                       prints, writes --out and evaluates k-NN (--micro-batch divides batch/N)
   --out DIR            write checkpoint.safetensors, metrics.jsonl and curves.png to DIR (needs
                        --allow-read=DIR --allow-write=DIR: checkpoints are renamed into place atomically)
   --resume             continue from DIR/checkpoint.safetensors (needs --out)
@@ -72,25 +78,29 @@ function fmtTime(s: number): string {
   return m > 0 ? `${m}m${String(Math.round(s % 60)).padStart(2, "0")}s` : `${Math.round(s)}s`;
 }
 
+const OPTIONS = {
+  preset: { type: "string" },
+  data: { type: "string" },
+  arch: { type: "string" },
+  epochs: { type: "string" },
+  steps: { type: "string" },
+  "batch-size": { type: "string" },
+  "micro-batch": { type: "string" },
+  distributed: { type: "boolean" },
+  out: { type: "string" },
+  resume: { type: "boolean" },
+  seed: { type: "string" },
+  backend: { type: "string" },
+  "log-every": { type: "string" },
+  "pred-start-epoch": { type: "string" },
+  help: { type: "boolean", short: "h" },
+} as const;
+type Values = ReturnType<typeof parseArgs<{ options: typeof OPTIONS; strict: true }>>["values"];
+
 async function main(): Promise<number> {
   const { values } = parseArgs({
     args: Deno.args,
-    options: {
-      preset: { type: "string" },
-      data: { type: "string" },
-      arch: { type: "string" },
-      epochs: { type: "string" },
-      steps: { type: "string" },
-      "batch-size": { type: "string" },
-      "micro-batch": { type: "string" },
-      out: { type: "string" },
-      resume: { type: "boolean" },
-      seed: { type: "string" },
-      backend: { type: "string" },
-      "log-every": { type: "string" },
-      "pred-start-epoch": { type: "string" },
-      help: { type: "boolean", short: "h" },
-    },
+    options: OPTIONS,
     strict: true,
   });
   if (values.help) {
@@ -155,6 +165,26 @@ async function main(): Promise<number> {
     if (isFolder === false) throw new UsageError(`--out ${values.out}: a file, not a folder`);
   }
 
+  const comm = await joinJob(values.distributed);
+  if (comm && cfg.batchSize % comm.size !== 0) {
+    throw new UsageError(`--batch-size ${cfg.batchSize} does not split over the job's ${comm.size} processes`);
+  }
+  if (comm && microBatch !== undefined && (cfg.batchSize / comm.size) % microBatch !== 0) {
+    throw new UsageError(
+      `--micro-batch ${microBatch} must divide each process's ${cfg.batchSize / comm.size} images ` +
+        `(--batch-size ${cfg.batchSize} over ${comm.size} processes)`,
+    );
+  }
+  return await inJob(comm, USAGE, EXPECTED, () => train(values, cfg, { steps, seed, microBatch, kind, comm }));
+}
+
+/** Everything after the command line is understood: load, train, evaluate, report. */
+async function train(
+  values: Values,
+  cfg: PretrainConfig,
+  run: { steps?: number; seed: number; microBatch?: number; kind: string; comm?: Communicator },
+): Promise<number> {
+  const { steps, seed, microBatch, kind, comm } = run;
   const backend = await initBackend(kind as "auto" | "webgpu" | "cpu");
   const ds = await loadData(values.data ?? cfg.data);
   if (ds.channels !== cfg.augment.channels) {
@@ -182,8 +212,8 @@ async function main(): Promise<number> {
   console.log(
     `iBOT ${cfg.name}: ${ds.name} (${ds.train.n} train / ${ds.test.n} test, ${ds.numClasses} classes, ` +
       `${ds.channels}x${ds.size}x${ds.size}), batch ${cfg.batchSize}${
-        microBatch ? ` in micro-batches of ${microBatch}` : ""
-      }, ${backend.name} [${info}]\nbackbone ${arch}`,
+        comm ? ` over ${comm.size} processes (${comm.library})` : ""
+      }${microBatch ? ` in micro-batches of ${microBatch}` : ""}, ${backend.name} [${info}]\nbackbone ${arch}`,
   );
   if (!evaluate) {
     console.log(`k-NN skipped: ${ds.name} has no test images (a class folder needs >= 5 images to hold some out)`);
@@ -203,6 +233,7 @@ async function main(): Promise<number> {
     evaluate,
     logEvery: positiveInt("log-every", values["log-every"]) ?? 10,
     microBatch,
+    comm,
     onCompiled: (s) => console.log(`compiled the training step in ${s.toFixed(1)} s`),
     onProgress: (p) => {
       if (tty) Deno.stdout.writeSync(new TextEncoder().encode(`\r${line(p)}\x1b[K`));
@@ -224,8 +255,9 @@ async function main(): Promise<number> {
       }%`,
     );
   }
-  if (values.out) console.log(await writeRunCurves(values.out));
+  if (values.out && (!comm || comm.rank === 0)) console.log(await writeRunCurves(values.out));
   return 0;
 }
 
-await runCli(main, USAGE, [NonFiniteLossError, NonFiniteStateError]);
+const EXPECTED = [NonFiniteLossError, NonFiniteStateError];
+await runCli(main, USAGE, EXPECTED);

@@ -39,6 +39,7 @@ import { knnAccuracy } from "./knn.ts";
 import { DataError } from "../errors.ts";
 import { splitFeatures as mapSplit } from "./features.ts";
 import type { Dataset } from "./data/dataset.ts";
+import type { Communicator } from "../distributed/mod.ts";
 import { batches, stepsPerEpoch } from "./data/loader.ts";
 
 /** A progress report, every `logEvery` steps. */
@@ -105,6 +106,13 @@ export interface PretrainOptions {
    * clip/AdamW/EMA update: the step of the whole batch, with less memory (same result up to float rounding).
    */
   microBatch?: number;
+  /**
+   * The processes of a data-parallel run (`distributed/mod.ts`): each runs the gradient pass on its share of
+   * every batch (positions rank, rank + size, ...), the sums are all-reduced, and every process takes the same
+   * update. Only rank 0 writes checkpoints and metrics and evaluates k-NN; every rank reads `out` on resume
+   * (a folder they all see). `microBatch` then divides each process's share. Default: one process.
+   */
+  comm?: Communicator;
 }
 
 /** Result of a run. */
@@ -123,6 +131,8 @@ export interface PretrainResult {
   secondsPerStep: number;
   /** Wall time of the first step, which compiles the jitted step. */
   compileSeconds: number;
+  /** The training state after the last step (the caller's to keep or dispose). */
+  state: IbotState<BackboneParams, HeadParams>;
 }
 
 type State = IbotState<BackboneParams, HeadParams>;
@@ -273,9 +283,12 @@ export async function pretrain(cfg: PretrainConfig, ds: Dataset, opts: PretrainO
   const total = Math.min(opts.steps ?? scheduleSteps, scheduleSteps);
   const logEvery = opts.logEvery ?? 10;
   const checkpointEvery = opts.checkpointEvery ?? 200;
+  const comm = opts.comm;
+  // In a data-parallel run, rank 0 alone writes and evaluates; the states of all ranks are identical.
+  const writer = !comm || comm.rank === 0;
   const ckptPath = opts.out ? `${opts.out}/checkpoint.safetensors` : null;
-  const metricsPath = opts.out ? `${opts.out}/metrics.jsonl` : null;
-  if (opts.out) await Deno.mkdir(opts.out, { recursive: true });
+  const metricsPath = opts.out && writer ? `${opts.out}/metrics.jsonl` : null;
+  if (opts.out && writer) await Deno.mkdir(opts.out, { recursive: true });
 
   let state = initState(cfg, vc, random.key(seed, backend));
   let startIteration = 0;
@@ -306,7 +319,13 @@ export async function pretrain(cfg: PretrainConfig, ds: Dataset, opts: PretrainO
     studentTemp: cfg.studentTemp,
     clipGrad: cfg.clipGrad,
     augment: (k, x) => multiCrop(k, x, cfg.augment),
-  }, { batchSize: cfg.batchSize, microBatch: opts.microBatch ?? cfg.batchSize, backend });
+  }, {
+    batchSize: cfg.batchSize,
+    microBatch: opts.microBatch ?? cfg.batchSize / (comm?.size ?? 1),
+    backend,
+    shard: comm && { rank: comm.rank, size: comm.size },
+    reduce: comm && ((sums) => comm.allReduceSum(sums)),
+  });
   const maskKey = hostKey(seed + 1);
   // Host masks and their masked token rows (the head and the MIM loss run on those rows only), of the images
   // at `positions` in the step's batch.
@@ -337,7 +356,7 @@ export async function pretrain(cfg: PretrainConfig, ds: Dataset, opts: PretrainO
     dispose: (t) => t?.dispose(),
   });
   const save = async (iteration: number) => {
-    if (!ckptPath) return;
+    if (!ckptPath || !writer) return;
     await saveCheckpoint(ckptPath, state, { iteration, preset: cfg.name, batchSize: cfg.batchSize, seed, config: cfg });
   };
   try {
@@ -346,7 +365,7 @@ export async function pretrain(cfg: PretrainConfig, ds: Dataset, opts: PretrainO
       const it = batch.iteration;
       const hp = hyperAt(cfg, it, itersPerEpoch, scheduleSteps);
       const tCall = performance.now();
-      const out = step.run(state, batch, hp, (positions) => masksFor(it, positions));
+      const out = await step.run(state, batch, hp, (positions) => masksFor(it, positions));
       state = out.state;
       done = it + 1;
       stepsSinceLog++;
@@ -404,7 +423,7 @@ export async function pretrain(cfg: PretrainConfig, ds: Dataset, opts: PretrainO
 
   let knn: Record<number, number> = {};
   let knnRandom: Record<number, number> = {};
-  if (opts.evaluate ?? true) {
+  if ((opts.evaluate ?? true) && writer) {
     knn = await evaluateKnn(state.teacher.backbone, vc, ds, cfg, backend, knnKs, opts.knnTestLimit);
     // The run's own initialisation (the same draw as step 0): random networks of one size differ by several
     // k-NN points between seeds, so another seed's network would mostly measure that spread.
@@ -415,5 +434,5 @@ export async function pretrain(cfg: PretrainConfig, ds: Dataset, opts: PretrainO
   if (metricsPath) {
     await Deno.writeTextFile(metricsPath, JSON.stringify({ step: done, knn, knnRandom }) + "\n", { append: true });
   }
-  return { steps: done, lastLoss, firstLoss, knn, knnRandom, secondsPerStep, compileSeconds };
+  return { steps: done, lastLoss, firstLoss, knn, knnRandom, secondsPerStep, compileSeconds, state };
 }

@@ -3,10 +3,13 @@
  * `ibotStep` plan when the micro-batch is the batch, else a `ibotGrads` plan run once per micro-batch (each
  * with its images' positions in the batch, so that augmentation, masks and drop path are those of the whole
  * batch), an `addIbotSums` plan that accumulates in place, and one `ibotUpdate` plan. The sums are the point
- * where a data-parallel run all-reduces (see train/step.ts).
+ * where a data-parallel run all-reduces (see train/step.ts): with a `shard`, each process runs the gradient
+ * plan on its own positions of the batch only, and `reduce` (an all-reduce) adds every process's sums before
+ * the update, which every process then runs identically.
  */
 import type { Tensor } from "../autograd/tensor.ts";
 import { jit } from "../autograd/jit.ts";
+import { leaves } from "../autograd/tree.ts";
 import type { Backend } from "../ops/backend.ts";
 import { fromTyped } from "../ops/create.ts";
 import type { StepMasks } from "./masking.ts";
@@ -38,7 +41,7 @@ export interface PretrainStep<S> {
     batch: HostBatch & { data: Tensor | undefined },
     hp: IbotHyper,
     masks: (positions: Int32Array) => StepMasks,
-  ): { state: S; metrics: IbotMetrics };
+  ): Promise<{ state: S; metrics: IbotMetrics }>;
   /** Plan statistics of the main plan (the fused step, or the gradient plan). */
   stats(): unknown;
   /** Frees the compiled plans. */
@@ -53,6 +56,18 @@ export interface AccumulateOptions {
   microBatch: number;
   /** Backend the micro-batches are uploaded to. */
   backend: Backend;
+  /**
+   * This process's share of every batch in a data-parallel run: the images at positions `rank`, `rank + size`,
+   * `rank + 2·size`, ... (DistributedSampler's split of one shared order); `microBatch` must divide the
+   * `batchSize / size` images of a share. Default: the whole batch.
+   */
+  shard?: { rank: number; size: number };
+  /** Adds the sums of every process (an all-reduce); called once per step, before the update. */
+  reduce?: <T>(sums: T) => Promise<T>;
+}
+
+function disposeTree(tree: unknown): void {
+  for (const t of leaves<Tensor | null>(tree)) t?.dispose();
 }
 
 function freeMasks(m: StepMasks): void {
@@ -73,13 +88,21 @@ export function accumulatingStep<B, H>(
   cfg: IbotStepConfig<B, H>,
   opts: AccumulateOptions,
 ): PretrainStep<IbotState<B, H>> {
-  const { batchSize, microBatch, backend } = opts;
-  if (!(Number.isInteger(microBatch) && microBatch > 0 && batchSize % microBatch === 0)) {
-    throw new RangeError(`the micro-batch ${microBatch} must be a positive divisor of the batch size ${batchSize}`);
+  const { batchSize, microBatch, backend, shard = { rank: 0, size: 1 } } = opts;
+  if (!(Number.isInteger(shard.size) && shard.size > 0 && batchSize % shard.size === 0)) {
+    throw new RangeError(`the batch size ${batchSize} does not split over ${shard.size} processes`);
+  }
+  const share = batchSize / shard.size;
+  if (!(Number.isInteger(microBatch) && microBatch > 0 && share % microBatch === 0)) {
+    const split = shard.size > 1 ? ` split over ${shard.size} processes (${share} images each)` : "";
+    throw new RangeError(`the micro-batch ${microBatch} must be a positive divisor of the batch size ${batchSize}${split}`);
   }
   type S = IbotState<B, H>;
   const all = Int32Array.from({ length: batchSize }, (_, i) => i);
-  if (microBatch === batchSize) {
+  // This process's positions in the batch: every size-th from its rank.
+  const mine = Int32Array.from({ length: share }, (_, i) => shard.rank + i * shard.size);
+  const distributed = shard.size > 1 || opts.reduce !== undefined;
+  if (microBatch === batchSize && !distributed) {
     const step = jit(ibotStep(cfg), { donate: [0] });
     return {
       micro: false,
@@ -88,7 +111,7 @@ export function accumulatingStep<B, H>(
         const out = step(state, { images: batch.data!, masks: m.masks, maskSelection: m.maskSelection }, hp);
         batch.data!.dispose();
         freeMasks(m);
-        return out;
+        return Promise.resolve(out);
       },
       stats: () => step.stats().plan,
       dispose: () => step.dispose(),
@@ -99,19 +122,16 @@ export function accumulatingStep<B, H>(
   const update = jit(ibotUpdate<B, H>(cfg), { donate: [0, 1] });
   return {
     micro: true,
-    run(state: S, batch, hp, masks) {
+    async run(state: S, batch, hp, masks) {
       batch.data?.dispose();
       const [, c, h, w] = batch.shape;
       const per = c * h * w;
       let sums: IbotSums<B, H> | null = null;
-      for (let first = 0; first < batchSize; first += microBatch) {
-        const positions = all.subarray(first, first + microBatch);
-        const images = fromTyped(
-          batch.images.subarray(first * per, (first + microBatch) * per),
-          [microBatch, c, h, w],
-          "float32",
-          backend,
-        );
+      for (let first = 0; first < share; first += microBatch) {
+        const positions = mine.subarray(first, first + microBatch);
+        const pixels = new Float32Array(microBatch * per);
+        positions.forEach((p, i) => pixels.set(batch.images.subarray(p * per, (p + 1) * per), i * per));
+        const images = fromTyped(pixels, [microBatch, c, h, w], "float32", backend);
         const index = fromTyped(positions, [microBatch], "int32", backend);
         const m = masks(positions);
         const part: IbotBatch = { images, masks: m.masks, maskSelection: m.maskSelection, index };
@@ -119,6 +139,11 @@ export function accumulatingStep<B, H>(
         sums = sums ? add(sums, g) : g;
         [images, index].forEach((t) => t.dispose());
         freeMasks(m);
+      }
+      if (opts.reduce) {
+        const local = sums!;
+        sums = await opts.reduce(local);
+        disposeTree(local);
       }
       return update(state, sums!, hp);
     },

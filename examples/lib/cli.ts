@@ -53,24 +53,32 @@ export async function runCli(
   try {
     Deno.exit(await main());
   } catch (e) {
-    if (e instanceof UsageError) {
-      console.error(`error: ${oneLine(e.message)} (see --help)`);
-      Deno.exit(2);
-    }
-    if (e instanceof InputError || expected.some((cls) => e instanceof cls)) {
-      console.error(`error: ${oneLine((e as Error).message)}`);
-      Deno.exit(2);
-    }
-    const code = (e as { code?: unknown }).code;
-    if (e instanceof TypeError && typeof code === "string" && code.startsWith("ERR_PARSE_ARGS")) {
-      const command = usage.split("\n")[0].replace(/^Usage:\s*/, "");
-      console.error(
-        `error: ${argsMessage(e as TypeError & { code: string }, Deno.args)} (usage: ${command}; see --help)`,
-      );
-      Deno.exit(2);
-    }
-    throw e;
+    const line = cliError(e, usage, expected);
+    if (line === null) throw e;
+    console.error(line);
+    Deno.exit(2);
   }
+}
+
+/**
+ * The one-line report (`error: ...`) of an expected error: bad input (an `InputError`, which includes
+ * `UsageError`), one of the `expected` classes, or a bad option; null for anything else (a bug).
+ */
+export function cliError(
+  e: unknown,
+  usage: string,
+  expected: readonly (abstract new (...args: never[]) => Error)[] = [],
+): string | null {
+  if (e instanceof UsageError) return `error: ${oneLine(e.message)} (see --help)`;
+  if (e instanceof InputError || expected.some((cls) => e instanceof cls)) {
+    return `error: ${oneLine((e as Error).message)}`;
+  }
+  const code = (e as { code?: unknown }).code;
+  if (e instanceof TypeError && typeof code === "string" && code.startsWith("ERR_PARSE_ARGS")) {
+    const command = usage.split("\n")[0].replace(/^Usage:\s*/, "");
+    return `error: ${argsMessage(e as TypeError & { code: string }, Deno.args)} (usage: ${command}; see --help)`;
+  }
+  return null;
 }
 
 /** Reads a file a flag names; a missing file, a folder or an unreadable file is a usage error naming both. */

@@ -95,7 +95,9 @@ export function accumulatingStep<B, H>(
   const share = batchSize / shard.size;
   if (!(Number.isInteger(microBatch) && microBatch > 0 && share % microBatch === 0)) {
     const split = shard.size > 1 ? ` split over ${shard.size} processes (${share} images each)` : "";
-    throw new RangeError(`the micro-batch ${microBatch} must be a positive divisor of the batch size ${batchSize}${split}`);
+    throw new RangeError(
+      `the micro-batch ${microBatch} must be a positive divisor of the batch size ${batchSize}${split}`,
+    );
   }
   type S = IbotState<B, H>;
   const all = Int32Array.from({ length: batchSize }, (_, i) => i);

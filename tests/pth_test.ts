@@ -56,7 +56,10 @@ Deno.test("pth: stateDict selects student/teacher and strips module.", async () 
 });
 
 Deno.test("pth: clear errors for non-zip and corrupt files", () => {
-  assert.throws(() => parsePth(new Uint8Array([0x80, 2, 0x7d, 0x2e]), "old.pth"), /old\.pth: not a zip-format/);
+  assert.throws(
+    () => parsePth(new Uint8Array([0x80, 2, 0x7d, 0x2e]), "old.pth"),
+    /old\.pth: expected a PyTorch \.pth checkpoint \(zip\), but this is a bare Python pickle/,
+  );
   assert.throws(() => parsePth(new Uint8Array([0x50, 0x4b, 3, 4, 0, 0]), "bad.pth"), /bad\.pth/);
 });
 

@@ -121,9 +121,9 @@ class Reader {
   }
   u64(): number {
     this.need(8);
-    const v = this.view.getBigUint64(this.pos, true);
+    const v = Number(this.view.getBigUint64(this.pos, true)); // beyond 2^53 it is refused by `need`
     this.pos += 8;
-    return v > BigInt(Number.MAX_SAFE_INTEGER) ? Infinity : Number(v);
+    return v;
   }
   f64be(): number {
     this.need(8);

@@ -8,7 +8,8 @@
  * @module
  */
 import { parseArgs } from "node:util";
-import { readCheckpoint } from "../mod.ts";
+import { CheckpointError, type CheckpointFile, parseCheckpoint } from "../mod.ts";
+import { readBytes, runCli, UsageError } from "./lib/cli.ts";
 
 const USAGE = `Usage: deno run --allow-read examples/inspect_checkpoint.ts FILE [options]
 
@@ -19,46 +20,64 @@ or checkpoint_teacher.pth) or a .safetensors file.
 Options:
   --filter PREFIX   only names starting with PREFIX (e.g. teacher.backbone.)
   --depth N         group counts by the first N dotted name segments (default 1)
-  --summary         print only the group counts and totals, not every tensor
+  --summary         print only the group counts and totals, not every tensor; list-like
+                    scalars (optimizer.param_groups.*.params.*) collapse to one line each
+  --allow-unknown-globals
+                    list Python objects of a .pth outside the allowlist of a weights file
+                    (e.g. numpy scalars) as skipped instead of refusing the file; nothing is
+                    executed either way
   -h, --help        show this help
 `;
 
-function main(): Promise<void> | void {
-  let parsed;
-  try {
-    parsed = parseArgs({
-      args: Deno.args,
-      allowPositionals: true,
-      options: {
-        filter: { type: "string", default: "" },
-        depth: { type: "string", default: "1" },
-        summary: { type: "boolean", default: false },
-        help: { type: "boolean", short: "h", default: false },
-      },
-    });
-  } catch (e) {
-    console.error(`${(e as Error).message}\n\n${USAGE}`);
-    Deno.exit(2);
-  }
-  const { values, positionals } = parsed;
+async function main(args: string[] = Deno.args): Promise<number> {
+  const { values, positionals } = parseArgs({
+    args,
+    allowPositionals: true,
+    options: {
+      filter: { type: "string", default: "" },
+      depth: { type: "string", default: "1" },
+      summary: { type: "boolean", default: false },
+      "allow-unknown-globals": { type: "boolean", default: false },
+      help: { type: "boolean", short: "h", default: false },
+    },
+  });
   if (values.help) {
     console.log(USAGE);
-    return;
+    return 0;
   }
-  if (positionals.length !== 1) {
-    console.error(`expected one FILE, got ${positionals.length}\n\n${USAGE}`);
-    Deno.exit(2);
-  }
+  if (positionals.length !== 1) throw new UsageError(`expected one FILE, got ${positionals.length}`);
   const depth = Number(values.depth);
   if (!Number.isInteger(depth) || depth < 1) {
-    console.error(`--depth must be a positive integer, got '${values.depth}'`);
-    Deno.exit(2);
+    throw new UsageError(`--depth must be a positive integer, got '${values.depth}'`);
   }
-  return inspect(positionals[0], values.filter, depth, values.summary);
+  const path = positionals[0];
+  const ckpt = parseCheckpoint(await readBytes(path, "FILE"), path, {
+    skipUnknownGlobals: values["allow-unknown-globals"],
+  });
+  inspect(path, ckpt, values.filter, depth, values.summary);
+  return 0;
 }
 
-async function inspect(path: string, filter: string, depth: number, summary: boolean): Promise<void> {
-  const ckpt = await readCheckpoint(path);
+/** Lines for scalars; with `collapse`, names that differ only in numeric segments share one line when > 3. */
+function scalarLines(vals: [string, unknown][], collapse: boolean): string[] {
+  const show = (v: unknown) =>
+    typeof v === "string" ? JSON.stringify(v.length > 100 ? `${v.slice(0, 100)}...` : v) : String(v);
+  const groups = new Map<string, [string, unknown][]>();
+  for (const kv of vals) {
+    const pattern = collapse ? kv[0].replace(/(^|\.)\d+(?=\.|$)/g, "$1*") : kv[0];
+    groups.set(pattern, [...(groups.get(pattern) ?? []), kv]);
+  }
+  return [...groups].flatMap(([pattern, kvs]) => {
+    if (kvs.length <= 3) return kvs.map(([k, v]) => `  ${k} = ${show(v)}`);
+    const distinct = new Set(kvs.map(([, v]) => show(v)));
+    const summary = distinct.size === 1
+      ? `all ${show(kvs[0][1])}`
+      : `${kvs.slice(0, 3).map(([, v]) => show(v)).join(", ")}, ..., ${show(kvs[kvs.length - 1][1])}`;
+    return [`  ${pattern}: ${kvs.length} values (${summary})`];
+  });
+}
+
+function inspect(path: string, ckpt: CheckpointFile, filter: string, depth: number, summary: boolean): void {
   const rows = [...ckpt.tensors].filter(([k]) => k.startsWith(filter));
   const count = (shape: readonly number[]) => shape.reduce((a, b) => a * b, 1);
   const fmtInt = (n: number) => n.toLocaleString("en-US");
@@ -95,10 +114,7 @@ async function inspect(path: string, filter: string, depth: number, summary: boo
   const vals = [...ckpt.values].filter(([k]) => k.startsWith(filter));
   if (vals.length) {
     console.log(`\n${ckpt.format === "pth" ? "scalars" : "metadata"}:`);
-    for (const [k, v] of vals) {
-      const s = typeof v === "string" ? JSON.stringify(v.length > 100 ? `${v.slice(0, 100)}...` : v) : String(v);
-      console.log(`  ${k} = ${s}`);
-    }
+    for (const line of scalarLines(vals, summary)) console.log(line);
   }
   const skipped = [...ckpt.skipped].filter(([k]) => k.startsWith(filter));
   if (skipped.length) {
@@ -107,11 +123,4 @@ async function inspect(path: string, filter: string, depth: number, summary: boo
   }
 }
 
-if (import.meta.main) {
-  try {
-    await main();
-  } catch (e) {
-    console.error(`inspect_checkpoint: ${(e as Error).message}`);
-    Deno.exit(1);
-  }
-}
+if (import.meta.main) await runCli(main, USAGE, [CheckpointError]);

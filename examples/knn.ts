@@ -25,7 +25,7 @@ import type { Backend } from "../ops/backend.ts";
 import * as api from "../ops/api.ts";
 import * as random from "../ops/random.ts";
 import { type HostTensor, parseSafetensors, type SafetensorsFile } from "../models/safetensors.ts";
-import { loadIntoModel, readCheckpoint, specFromShapes } from "../models/checkpoint.ts";
+import { loadIntoModel, parseCheckpoint, specFromShapes } from "../models/checkpoint.ts";
 import { stateDict } from "../models/pth.ts";
 import { type SwinConfig, swinSpec } from "../models/swin.ts";
 import { VIT_PRESETS, type VitArch, vitConfig, vitParamShapes } from "../models/vit.ts";
@@ -66,6 +66,9 @@ Model (one of; --random alone evaluates a random network of --preset):
                       top level)
   --heads N           attention heads of an --arch vit file
   --img-size N        the image size a Swin of --weights was built for (default 224; fixes its windows)
+  --allow-unknown-globals
+                      skip Python objects of a --weights .pth outside the allowlist of a weights file
+                      instead of refusing the file (nothing is executed either way)
   --random            also evaluate a randomly initialised network of the same architecture
   --preset NAME       ${Object.keys(PRESETS).join(" | ")} (default embedded-small): the network of --random
                       alone; also the normalisation of --weights with --norm preset
@@ -183,6 +186,8 @@ export interface WeightsOptions {
   mean?: readonly number[];
   /** Normalisation (default ImageNet's). */
   std?: readonly number[];
+  /** Skip Python globals of a `.pth` outside the allowlist instead of refusing the file. */
+  skipUnknownGlobals?: boolean;
 }
 
 /** `loadIntoModel`'s error with wrong shapes first and at most 8 entries per section. */
@@ -230,12 +235,13 @@ export async function modelFromWeights(path: string, backend: Backend, opts: Wei
   if (!ARCHS.includes(arch) && arch !== "vit" && arch !== "swin") {
     throw new UsageError(`--arch: unknown '${arch}' (${ARCHS.join(", ")}, vit, swin)`);
   }
-  await readBytes(path, flag); // the permission and existence checks, with the flag's name
+  const bytes = await readBytes(path, flag); // the permission and existence checks, with the flag's name
   let named: Map<string, HostTensor>;
   try {
-    named = (await readCheckpoint(path)).tensors;
+    named = parseCheckpoint(bytes, path, { skipUnknownGlobals: opts.skipUnknownGlobals }).tensors;
   } catch (e) {
-    throw new UsageError(`${flag} ${path}: ${(e as Error).message}`);
+    const message = (e as Error).message; // a CheckpointError names the file already
+    throw new UsageError(`${flag} ${message.startsWith(`${path}:`) ? message : `${path}: ${message}`}`);
   }
   const hasPatch = (m: ReadonlyMap<string, unknown>, p: string) => m.has(`${p}patch_embed.proj.weight`);
   const prefixes = ["backbone.", "module.backbone.", ""];
@@ -419,6 +425,7 @@ export async function main(
       key: { type: "string" },
       heads: { type: "string" },
       "img-size": { type: "string" },
+      "allow-unknown-globals": { type: "boolean" },
       student: { type: "boolean" },
       random: { type: "boolean" },
       preset: { type: "string" },
@@ -476,6 +483,7 @@ export async function main(
       key: values.key,
       heads: positiveInt("heads", values.heads),
       imgSize: positiveInt("img-size", values["img-size"]),
+      skipUnknownGlobals: values["allow-unknown-globals"],
       ...(norm === "preset" ? { mean: preset.augment.mean, std: preset.augment.std } : {}),
     });
   }

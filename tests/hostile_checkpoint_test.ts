@@ -239,3 +239,98 @@ Deno.test("formats: a legacy .pth gets the same message from parsePth and parseC
     /expected a safetensors file, but this is a PyTorch \.pth/,
   );
 });
+
+// --- safetensors --------------------------------------------------------------------------------------------
+
+/** Safetensors bytes: the 8-byte length, `header` as JSON, then `dataLen` bytes (each the byte's own index). */
+function safetensors(header: unknown, dataLen: number, headerLen?: number): Uint8Array {
+  const json = new TextEncoder().encode(JSON.stringify(header));
+  const out = new Uint8Array(8 + json.length + dataLen);
+  new DataView(out.buffer).setBigUint64(0, BigInt(headerLen ?? json.length), true);
+  out.set(json, 8);
+  for (let i = 0; i < dataLen; i++) out[8 + json.length + i] = i;
+  return out;
+}
+
+const refusedSafetensors: [string, unknown, number, RegExp][] = [
+  [
+    "negative offsets",
+    { w: { dtype: "F32", shape: [4], data_offsets: [-16, 0] } },
+    0,
+    /tensor 'w' has data_offsets \[-16,0\] \(two non-negative integers\)/,
+  ],
+  [
+    "negative dims",
+    { w: { dtype: "F32", shape: [-2, -2], data_offsets: [0, 16] } },
+    16,
+    /tensor 'w' has shape \[-2,-2\] \(dimensions must be non-negative integers\)/,
+  ],
+  [
+    "fractional dims",
+    { w: { dtype: "F32", shape: [0.5, 8], data_offsets: [0, 16] } },
+    16,
+    /tensor 'w' has shape \[0\.5,8\]/,
+  ],
+  ["an entry that is not an object", { w: 5 }, 0, /tensor 'w' is 5, not an object/],
+  ["an entry without data_offsets", { w: { dtype: "F32", shape: [1] } }, 4, /tensor 'w' has data_offsets undefined/],
+  [
+    "out-of-order offsets",
+    { w: { dtype: "F32", shape: [0], data_offsets: [16, 0] } },
+    16,
+    /tensor 'w' has data_offsets \[16, 0\] out of order/,
+  ],
+  [
+    "out-of-range offsets",
+    { w: { dtype: "F32", shape: [4], data_offsets: [0, 16] } },
+    8,
+    /tensor 'w' has data_offsets \[0, 16\] past the 8 data bytes/,
+  ],
+  [
+    "a length that disagrees with shape x dtype",
+    { w: { dtype: "F32", shape: [4], data_offsets: [0, 8] } },
+    8,
+    /tensor 'w' F32\[4\] needs 16 bytes, but its data_offsets \[0, 8\] hold 8/,
+  ],
+  [
+    "overlapping offsets",
+    { a: { dtype: "F32", shape: [4], data_offsets: [0, 16] }, b: { dtype: "F32", shape: [4], data_offsets: [8, 24] } },
+    24,
+    /tensor 'b' data_offsets \[8, 24\] overlap another tensor's/,
+  ],
+  [
+    "a gap between tensors",
+    { a: { dtype: "F32", shape: [1], data_offsets: [0, 4] }, b: { dtype: "F32", shape: [1], data_offsets: [8, 12] } },
+    12,
+    /tensor 'b' data_offsets \[8, 12\] leave bytes 4\.\.8 unused/,
+  ],
+  [
+    "trailing bytes",
+    { w: { dtype: "F32", shape: [1], data_offsets: [0, 4] } },
+    12,
+    /8 bytes after the last tensor's data are not described/,
+  ],
+  [
+    "an unknown dtype",
+    { w: { dtype: "X9", shape: [1], data_offsets: [0, 4] } },
+    4,
+    /tensor 'w' has unsupported dtype "X9"/,
+  ],
+  ["non-string metadata", { __metadata__: { step: 3 } }, 0, /__metadata__ is not an object of strings/],
+  ["a header that is not an object", [1, 2], 0, /corrupt safetensors header \(it does not start with '\{'\)/],
+];
+
+for (const [what, header, dataLen, message] of refusedSafetensors) {
+  Deno.test(`hostile safetensors: ${what} is refused, naming the file and key`, async () => {
+    await refuses("safetensors", safetensors(header, dataLen), "w.safetensors", message);
+  });
+}
+
+Deno.test("hostile safetensors: a header length beyond the file is refused", async () => {
+  const bytes = safetensors({}, 0, 2 ** 40);
+  await refuses(
+    "safetensors",
+    bytes,
+    "len.safetensors",
+    /corrupt safetensors header length 1099511627776 \(the file has 2 bytes after it\)/,
+  );
+});

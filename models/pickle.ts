@@ -8,6 +8,7 @@
  * @module
  */
 import { CheckpointError } from "./format.ts";
+import { decodeLong, MAX_LONG_BYTES, narrow, Reader, SIZED } from "./pickle_reader.ts";
 
 /**
  * A Python global (a class or function) referenced by the pickle.
@@ -71,107 +72,8 @@ const BUILTIN_GLOBALS = [
   "__builtin__.frozenset",
 ];
 
-// Python ints in a weights file are small; a longer LONG would only cost quadratic time.
-const MAX_LONG_BYTES = 256;
-const MAX_NUMBER_LINE = 400;
 // A dict key's string form; tuples of tuples that share items could otherwise grow exponentially.
 const MAX_KEY_CHARS = 4096;
-
-const latin1 = new TextDecoder("latin1");
-const utf8 = new TextDecoder("utf-8");
-
-class Reader {
-  pos = 0;
-  private view: DataView;
-  constructor(readonly bytes: Uint8Array, readonly file: string) {
-    this.view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-  }
-  get left(): number {
-    return this.bytes.byteLength - this.pos;
-  }
-  /** Checks that `n` (a length read from the stream) is a count that the rest of the stream holds. */
-  need(n: number, what = "value"): void {
-    if (!Number.isSafeInteger(n) || n < 0 || n > this.left) {
-      throw new CheckpointError(
-        `${this.file}: pickle ${what} of length ${n} at byte ${this.pos} does not fit the ${this.left} bytes left`,
-      );
-    }
-  }
-  u8(): number {
-    this.need(1);
-    return this.bytes[this.pos++];
-  }
-  u16(): number {
-    this.need(2);
-    const v = this.view.getUint16(this.pos, true);
-    this.pos += 2;
-    return v;
-  }
-  i32(): number {
-    this.need(4);
-    const v = this.view.getInt32(this.pos, true);
-    this.pos += 4;
-    return v;
-  }
-  u32(): number {
-    this.need(4);
-    const v = this.view.getUint32(this.pos, true);
-    this.pos += 4;
-    return v;
-  }
-  u64(): number {
-    this.need(8);
-    const v = Number(this.view.getBigUint64(this.pos, true)); // beyond 2^53 it is refused by `need`
-    this.pos += 8;
-    return v;
-  }
-  f64be(): number {
-    this.need(8);
-    const v = this.view.getFloat64(this.pos, false);
-    this.pos += 8;
-    return v;
-  }
-  /** `n` bytes, `n` having been read from the stream (so it may be negative or huge: `need` refuses those). */
-  take(n: number, what: string): Uint8Array {
-    this.need(n, what);
-    const b = this.bytes.subarray(this.pos, this.pos + n);
-    this.pos += n;
-    return b;
-  }
-  line(): string {
-    const end = this.bytes.indexOf(0x0a, this.pos);
-    if (end < 0) throw new CheckpointError(`${this.file}: truncated pickle (no end of line) at byte ${this.pos}`);
-    const s = latin1.decode(this.bytes.subarray(this.pos, end));
-    this.pos = end + 1;
-    return s;
-  }
-  /** A protocol-0 decimal integer line (`I`, `L`, `PUT`, `GET`). */
-  intLine(): bigint {
-    const at = this.pos;
-    return this.parseInt(this.line(), at);
-  }
-  parseInt(line: string, at: number): bigint {
-    const s = line.replace(/L$/, "");
-    if (s.length > MAX_NUMBER_LINE || !/^[+-]?\d+$/.test(s)) {
-      throw new CheckpointError(`${this.file}: bad pickle integer '${s.slice(0, 40)}' at byte ${at}`);
-    }
-    return BigInt(s);
-  }
-}
-
-/** Two's-complement little-endian integer of any width. */
-function decodeLong(b: Uint8Array): number | bigint {
-  if (b.length === 0) return 0;
-  let hex = "";
-  for (let i = b.length - 1; i >= 0; i--) hex += b[i].toString(16).padStart(2, "0");
-  let v = BigInt(`0x${hex}`);
-  if (b[b.length - 1] & 0x80) v -= 1n << BigInt(8 * b.length);
-  return narrow(v);
-}
-
-function narrow(v: bigint): number | bigint {
-  return v >= BigInt(Number.MIN_SAFE_INTEGER) && v <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(v) : v;
-}
 
 /** A hashable JS key for a Python dict key: strings and numbers as is, tuples by a bounded string form. */
 function dictKey(k: unknown, file: string): unknown {
@@ -357,15 +259,6 @@ export function unpickle(
       case 0x47: // BINFLOAT
         stack.push(r.f64be());
         break;
-      case 0x58: // BINUNICODE
-        stack.push(utf8.decode(r.take(r.u32(), "BINUNICODE")));
-        break;
-      case 0x8c: // SHORT_BINUNICODE
-        stack.push(utf8.decode(r.take(r.u8(), "SHORT_BINUNICODE")));
-        break;
-      case 0x8d: // BINUNICODE8
-        stack.push(utf8.decode(r.take(r.u64(), "BINUNICODE8")));
-        break;
       case 0x56: // UNICODE (raw-unicode-escape; ASCII in practice)
         stack.push(r.line());
         break;
@@ -375,22 +268,6 @@ export function unpickle(
         stack.push((q === "'" || q === '"') && s.length >= 2 && s.endsWith(q) ? s.slice(1, -1) : s);
         break;
       }
-      case 0x54: // BINSTRING (a signed length: negative ones are refused by `take`)
-        stack.push(latin1.decode(r.take(r.i32(), "BINSTRING")));
-        break;
-      case 0x55: // SHORT_BINSTRING
-        stack.push(latin1.decode(r.take(r.u8(), "SHORT_BINSTRING")));
-        break;
-      case 0x42: // BINBYTES
-        stack.push(r.take(r.u32(), "BINBYTES").slice());
-        break;
-      case 0x43: // SHORT_BINBYTES
-        stack.push(r.take(r.u8(), "SHORT_BINBYTES").slice());
-        break;
-      case 0x8e: // BINBYTES8
-      case 0x96: // BYTEARRAY8
-        stack.push(r.take(r.u64(), "BINBYTES8").slice());
-        break;
       case 0x29: // EMPTY_TUPLE
       case 0x5d: // EMPTY_LIST
       case 0x8f: // EMPTY_SET
@@ -528,8 +405,12 @@ export function unpickle(
       case 0x97: // NEXT_BUFFER
       case 0x98: // READONLY_BUFFER
         return fail("out-of-band pickle buffers are not supported", at);
-      default:
-        return fail(`unknown pickle opcode 0x${op.toString(16)}`, at);
+      default: {
+        const sized = SIZED[op];
+        if (!sized) return fail(`unknown pickle opcode 0x${op.toString(16)}`, at);
+        const [name, length, decode] = sized;
+        stack.push(decode(r.take(length(r), name)));
+      }
     }
   }
 }

@@ -121,6 +121,15 @@ export function unpickle(
   const fail = (what: string, at = r.pos): never => {
     throw new CheckpointError(`${file}: ${what} at byte ${at}`);
   };
+  // Copies made by interpreted constructors (a memoised list passed to OrderedDict again and again would
+  // otherwise cost its length per 3-byte call): bounded in proportion to the pickle's size.
+  let copied = 0;
+  const copyLimit = 4 * bytes.length + 100_000;
+  const copy = <T>(items: T[], at: number): T[] => {
+    copied += items.length;
+    if (copied > copyLimit) fail(`pickle builds more than ${copyLimit} items from ${bytes.length} bytes`, at);
+    return [...items];
+  };
   const stack: unknown[] = [];
   const marks: number[] = []; // stack heights at each MARK
   const memo = new Map<number, unknown>();
@@ -176,7 +185,7 @@ export function unpickle(
         const m = new Map<unknown, unknown>();
         const init = (args as unknown[])[0];
         if (Array.isArray(init)) {
-          for (const kv of init) if (Array.isArray(kv) && kv.length === 2) m.set(dictKey(kv[0], file), kv[1]);
+          for (const kv of copy(init, at)) if (Array.isArray(kv) && kv.length === 2) m.set(dictKey(kv[0], file), kv[1]);
         }
         return m;
       }
@@ -185,7 +194,7 @@ export function unpickle(
       case "__builtin__.set":
       case "__builtin__.frozenset": {
         const init = (args as unknown[])[0];
-        return Array.isArray(init) ? [...init] : [];
+        return Array.isArray(init) ? copy(init, at) : [];
       }
     }
     return new PyObject(fn, args as unknown[]);

@@ -119,8 +119,8 @@ function torchCallables(file: string): Map<string, (args: unknown[]) => unknown>
     if (!storage || (storage as StorageRef).kind !== "storage") {
       throw new CheckpointError(`${file}: ${name} without a storage persistent id`);
     }
-    if (!Array.isArray(size) || !Array.isArray(stride)) {
-      throw new CheckpointError(`${file}: ${name} whose size or stride is not a tuple`);
+    if (!Array.isArray(size) || !Array.isArray(stride) || size.length > MAX_RANK || stride.length > MAX_RANK) {
+      throw new CheckpointError(`${file}: ${name} whose size or stride is not a tuple of at most ${MAX_RANK} ints`);
     }
     return new TorchTensor(storage as StorageRef, Number(offset), size.map(Number), stride.map(Number));
   };
@@ -128,14 +128,16 @@ function torchCallables(file: string): Map<string, (args: unknown[]) => unknown>
   m.set("torch._utils._rebuild_tensor_v2", rebuild("torch._utils._rebuild_tensor_v2"));
   m.set("torch._utils._rebuild_parameter", (args) => args[0]);
   m.set("torch._utils._rebuild_parameter_with_state", (args) => args[0]);
-  m.set("torch.Size", (args) => Array.isArray(args[0]) ? [...args[0]] : []);
-  m.set("torch._tensor._rebuild_from_type_v2", (args) => {
+  m.set("torch.Size", (args) => Array.isArray(args[0]) ? args[0].slice(0, MAX_RANK) : []);
+  const fromType = (args: unknown[]) => {
     // (func, new_type, args, state): a tensor subclass; func is itself an allowed global.
     const [func, , fargs] = args as [unknown, unknown, unknown];
     const inner = func instanceof PyGlobal ? m.get(func.toString()) : undefined;
     if (!inner) return new PyObject(func, Array.isArray(fargs) ? fargs : []);
     return inner(Array.isArray(fargs) ? fargs : []);
-  });
+  };
+  m.set("torch._tensor._rebuild_from_type", fromType);
+  m.set("torch._tensor._rebuild_from_type_v2", fromType);
   return m;
 }
 

@@ -99,6 +99,14 @@ Deno.test("hostile pth: a dict key of 64 doubling shared tuples (2^64 leaves) is
   await refuses("pth", pthZip(p.raw(0x4e).setitem().stop().bytes()), "key.pth", /dict key is longer than 4096/);
 });
 
+Deno.test("hostile pth: one memoised 200,000-item list passed to OrderedDict 50,000 times is refused", async () => {
+  const p = new Pickle().proto().raw(0x5d, 0x71, 0).mark(); // EMPTY_LIST, BINPUT 0, MARK
+  for (let i = 0; i < 200_000; i++) p.raw(0x4b, 0); // BININT1 0
+  p.raw(0x65, 0x30).global("collections", "OrderedDict").raw(0x71, 1, 0x30, 0x5d); // APPENDS, POP, memo 1, list
+  for (let i = 0; i < 50_000; i++) p.raw(0x68, 1, 0x68, 0, 0x85).reduce().raw(0x61); // OrderedDict((list,)), APPEND
+  await refuses("pth", pthZip(p.stop().bytes()), "copies.pth", /pickle builds more than \d+ items from \d+ bytes/);
+});
+
 // --- views and storages -------------------------------------------------------------------------------------
 
 Deno.test("hostile pth: a [40000, 40000] stride-0 view of a 1-element storage is refused before allocating", async () => {

@@ -1,5 +1,15 @@
 import assert from "node:assert/strict";
-import { CheckpointError, cpu, loadSafetensors, parseSafetensors, saveSafetensors, tensor, tree } from "../mod.ts";
+import {
+  CheckpointError,
+  cpu,
+  encodeSafetensors,
+  loadSafetensors,
+  parseSafetensors,
+  saveSafetensors,
+  sniffFormat,
+  tensor,
+  tree,
+} from "../mod.ts";
 
 const FIX = new URL("./fixtures/", import.meta.url);
 
@@ -63,4 +73,13 @@ Deno.test("safetensors: 2000 mutations of a fixture's header are read or refused
     }
   }
   assert.ok(outcomes.read > 0 && outcomes.refused > 0, JSON.stringify(outcomes));
+});
+
+Deno.test("safetensors: a header of 640 bytes (the file starts 0x80 0x02, like a pickle) is read as safetensors", () => {
+  const bytes = encodeSafetensors([["w", { dtype: "float32", shape: [1], data: new Float32Array([2.5]) }]], {
+    pad: "x".repeat(560), // makes the header 640 = 0x280 bytes
+  });
+  assert.deepEqual([...bytes.subarray(0, 2)], [0x80, 2]);
+  assert.equal(sniffFormat(bytes), "safetensors");
+  assert.deepEqual([...parseSafetensors(bytes, "w.safetensors").tensors.get("w")!.data], [2.5]);
 });

@@ -2,8 +2,9 @@
  * Reading the zip archive of a `.pth` without trusting it: the central directory (zip64 included) is parsed with
  * every count, size and offset checked against the file, and an entry is only read when asked for. Stored
  * entries (what `torch.save` writes) are views of the file; deflated ones are inflated in small steps that stop
- * as soon as the output passes the size the entry declares, and an entry that declares more than a plausible
- * compression ratio allows is refused before anything is inflated (a zip bomb).
+ * as soon as the output passes the size the entry declares, and once the entries inflated from one archive would
+ * exceed a plausible compression ratio of the whole file, the next is refused before anything is inflated (a zip
+ * bomb).
  *
  * @module
  */
@@ -24,8 +25,10 @@ export interface ZipEntry {
   readonly dataStart: number;
 }
 
-/** The most a deflated entry may declare per compressed byte (deflate's own limit is about 1032). */
+/** What one archive may inflate in total: this many times its size (deflate's own limit is about 1032)... */
 export const MAX_DEFLATE_RATIO = 100;
+/** ... or this many bytes, whichever is more (a small re-zipped file may hold a few MB of zeros). */
+export const MIN_INFLATE_BUDGET = 64 * 2 ** 20;
 const INFLATE_STEP = 4096; // input bytes per step: at most ~4 MB of output before the size check
 
 const u16 = (v: DataView, at: number) => v.getUint16(at, true);
@@ -39,11 +42,14 @@ function u64(v: DataView, at: number): number {
 export class ZipArchive {
   /** The entries by name, in directory order. */
   readonly entries: Map<string, ZipEntry> = new Map();
+  /** Bytes deflated entries may still inflate to. */
+  inflateBudget: number;
   private view: DataView;
 
   /** Parses the central directory of `bytes`; `file` names the archive in errors. */
   constructor(readonly bytes: Uint8Array, readonly file: string) {
     this.view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+    this.inflateBudget = Math.max(MIN_INFLATE_BUDGET, MAX_DEFLATE_RATIO * bytes.byteLength);
     const v = this.view;
     const n = bytes.byteLength;
     // The end-of-central-directory record: 22 bytes plus a comment of at most 65535.
@@ -120,18 +126,20 @@ export class ZipArchive {
   }
 
   /**
-   * The contents of `entry`: a view of the file when stored, else inflated, never past its declared size.
-   * `maxRatio` bounds the declared size of a deflated entry per compressed byte.
+   * The contents of `entry`: a view of the file when stored, else inflated, never past its declared size nor past
+   * what is left of the archive's inflate budget.
    */
-  read(entry: ZipEntry, maxRatio = MAX_DEFLATE_RATIO): Uint8Array {
+  read(entry: ZipEntry): Uint8Array {
     const raw = this.bytes.subarray(entry.dataStart, entry.dataStart + entry.compressedSize);
     if (entry.method === 0) return raw;
-    if (entry.size > Math.max(1 << 20, maxRatio * entry.compressedSize)) {
+    if (entry.size > this.inflateBudget) {
       this.fail(
-        `'${entry.name}' declares ${entry.size} bytes inflated from ${entry.compressedSize} ` +
-          `(more than ${maxRatio}x): refused as a likely zip bomb`,
+        `'${entry.name}' declares ${entry.size} bytes inflated from ${entry.compressedSize}, more than the ` +
+          `${this.inflateBudget} bytes left of what this ${this.bytes.byteLength}-byte archive may inflate ` +
+          `(${MAX_DEFLATE_RATIO}x its size, at least ${MIN_INFLATE_BUDGET}): refused as a likely zip bomb`,
       );
     }
+    this.inflateBudget -= entry.size;
     const out = new Uint8Array(entry.size);
     let filled = 0;
     const inflate = new Inflate((chunk) => {

@@ -58,7 +58,7 @@ const DESCRIBE: Record<CheckpointFormat, string> = {
     "(torch.save(torch.load(f), f))",
   "pickle": "a bare Python pickle, not a zip-format PyTorch checkpoint",
   "safetensors": "a safetensors file",
-  "unknown": "neither a PyTorch .pth (zip) nor a safetensors file",
+  "unknown": "neither",
 };
 
 const EXPECTED = {
@@ -75,5 +75,7 @@ export function expectFormat(bytes: Uint8Array, expected: keyof typeof EXPECTED,
   const got = sniffFormat(bytes);
   if (got === expected || (expected === "checkpoint" && (got === "pth" || got === "safetensors"))) return;
   const want = EXPECTED[expected];
-  throw new CheckpointError(`${file}: expected ${want}, but this is ${DESCRIBE[got]}`);
+  const hex = [...bytes.subarray(0, 8)].map((b) => b.toString(16).padStart(2, "0")).join(" ");
+  const what = got !== "unknown" ? DESCRIBE[got] : hex ? `neither (it starts with ${hex})` : "an empty file";
+  throw new CheckpointError(`${file}: expected ${want}, but this is ${what}`);
 }

@@ -241,7 +241,7 @@ Deno.test("formats: a legacy .pth gets the same message from parsePth and parseC
     "checkpoint",
     new Uint8Array(64).fill(7),
     "junk.bin",
-    /neither a PyTorch \.pth \(zip\) nor a safetensors/,
+    /junk\.bin: expected a PyTorch \.pth checkpoint \(zip\) or a safetensors file, but this is neither \(it starts with 07 07 07 07 07 07 07 07\)/,
   );
   await refuses(
     "safetensors",

@@ -222,3 +222,4 @@ export {
 } from "./train/pretrain.ts";
 export { knnAccuracy, type KnnOptions } from "./train/knn.ts";
 export { type CheckpointMeta, loadCheckpoint, saveCheckpoint } from "./train/checkpoint.ts";
+export { DataError, InputError } from "./errors.ts";

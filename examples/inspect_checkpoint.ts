@@ -29,9 +29,9 @@ Options:
   -h, --help        show this help
 `;
 
-async function main(args: string[] = Deno.args): Promise<number> {
+async function main(): Promise<number> {
   const { values, positionals } = parseArgs({
-    args,
+    args: Deno.args,
     allowPositionals: true,
     options: {
       filter: { type: "string", default: "" },
@@ -65,7 +65,9 @@ function scalarLines(vals: [string, unknown][], collapse: boolean): string[] {
   const groups = new Map<string, [string, unknown][]>();
   for (const kv of vals) {
     const pattern = collapse ? kv[0].replace(/(^|\.)\d+(?=\.|$)/g, "$1*") : kv[0];
-    groups.set(pattern, [...(groups.get(pattern) ?? []), kv]);
+    const group = groups.get(pattern);
+    if (group) group.push(kv);
+    else groups.set(pattern, [kv]);
   }
   return [...groups].flatMap(([pattern, kvs]) => {
     if (kvs.length <= 3) return kvs.map(([k, v]) => `  ${k} = ${show(v)}`);

@@ -25,7 +25,7 @@ import type { Backend } from "../ops/backend.ts";
 import * as api from "../ops/api.ts";
 import * as random from "../ops/random.ts";
 import { type HostTensor, parseSafetensors, type SafetensorsFile } from "../models/safetensors.ts";
-import { loadIntoModel, parseCheckpoint, specFromShapes } from "../models/checkpoint.ts";
+import { loadIntoModel, readCheckpoint, specFromShapes } from "../models/checkpoint.ts";
 import { stateDict } from "../models/pth.ts";
 import { type SwinConfig, swinSpec } from "../models/swin.ts";
 import { VIT_PRESETS, type VitArch, vitConfig, vitParamShapes } from "../models/vit.ts";
@@ -235,10 +235,10 @@ export async function modelFromWeights(path: string, backend: Backend, opts: Wei
   if (!ARCHS.includes(arch) && arch !== "vit" && arch !== "swin") {
     throw new UsageError(`--arch: unknown '${arch}' (${ARCHS.join(", ")}, vit, swin)`);
   }
-  const bytes = await readBytes(path, flag); // the permission and existence checks, with the flag's name
+  await readBytes(path, flag); // the permission and existence checks, with the flag's name
   let named: Map<string, HostTensor>;
   try {
-    named = parseCheckpoint(bytes, path, { skipUnknownGlobals: opts.skipUnknownGlobals }).tensors;
+    named = (await readCheckpoint(path, { skipUnknownGlobals: opts.skipUnknownGlobals })).tensors;
   } catch (e) {
     const message = (e as Error).message; // a CheckpointError names the file already
     throw new UsageError(`${flag} ${message.startsWith(`${path}:`) ? message : `${path}: ${message}`}`);

@@ -3,6 +3,7 @@
  *
  * @module
  */
+import { InputError } from "../errors.ts";
 
 /**
  * A checkpoint file that cannot be read safely: wrong format, corrupt or hostile contents. The message names the
@@ -18,7 +19,7 @@
  * }
  * ```
  */
-export class CheckpointError extends Error {
+export class CheckpointError extends InputError {
   /** Always `"CheckpointError"`. */
   override name = "CheckpointError";
 }

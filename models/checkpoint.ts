@@ -14,7 +14,7 @@ import { defaultBackend } from "../ops/backends.ts";
 import { allocHost, type DType, type HostArray } from "../ops/dtype.ts";
 import { type HostTensor, parseSafetensors, saveSafetensors } from "./safetensors.ts";
 import { parsePth, type PthOptions } from "./pth.ts";
-import { expectFormat, sniffFormat } from "./format.ts";
+import { CheckpointError, expectFormat, sniffFormat } from "./format.ts";
 import { ParamSpec } from "./spec.ts";
 import { relativePositionIndex } from "./swin.ts";
 
@@ -78,7 +78,7 @@ export async function readCheckpoint(path: string, opts: PthOptions = {}): Promi
   try {
     bytes = await Deno.readFile(path);
   } catch (e) {
-    throw new Error(`readCheckpoint: cannot read '${path}': ${(e as Error).message}`);
+    throw new CheckpointError(`readCheckpoint: cannot read '${path}': ${(e as Error).message}`);
   }
   return parseCheckpoint(bytes, path, opts);
 }

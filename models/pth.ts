@@ -390,7 +390,7 @@ export async function loadPth(path: string, opts: PthOptions = {}): Promise<PthF
   try {
     bytes = await Deno.readFile(path);
   } catch (e) {
-    throw new Error(`loadPth: cannot read '${path}': ${(e as Error).message}`);
+    throw new CheckpointError(`loadPth: cannot read '${path}': ${(e as Error).message}`);
   }
   return parsePth(bytes, path, opts);
 }

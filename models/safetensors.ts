@@ -312,7 +312,7 @@ export async function loadSafetensors(
   try {
     bytes = await Deno.readFile(path);
   } catch (e) {
-    throw new Error(`loadSafetensors: cannot read '${path}': ${(e as Error).message}`);
+    throw new CheckpointError(`loadSafetensors: cannot read '${path}': ${(e as Error).message}`);
   }
   const file = parseSafetensors(bytes, path);
   const backend = opts.backend ?? defaultBackend();

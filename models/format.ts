@@ -44,7 +44,7 @@ export function sniffFormat(bytes: Uint8Array): CheckpointFormat {
   const starts = (magic: readonly number[]) => bytes.length >= magic.length && magic.every((b, i) => bytes[i] === b);
   if (starts([0x50, 0x4b, 0x03, 0x04])) return "pth";
   if (starts(LEGACY_MAGIC)) return "legacy-pth";
-  // Before the pickle test: a header of 640 + 65536k bytes starts with 0x80 0x02 too.
+  // Before the pickle test: a safetensors header of 640 + 65536·k bytes starts with 0x80 0x02 too.
   if (bytes.length >= 10) {
     const n = new DataView(bytes.buffer, bytes.byteOffset, 8).getBigUint64(0, true);
     if (n >= 2n && n <= BigInt(bytes.length - 8) && bytes[8] === 0x7b) return "safetensors";

@@ -132,9 +132,10 @@ function parseHeader(bytes: Uint8Array, file: string): {
   if (bytes.byteLength < 8) fail("not a safetensors file (shorter than 8 bytes)");
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   const len = view.getBigUint64(0, true);
-  if (len > BigInt(Math.min(bytes.byteLength - 8, MAX_HEADER_BYTES))) {
+  if (len > BigInt(bytes.byteLength - 8)) {
     fail(`corrupt safetensors header length ${len} (the file has ${bytes.byteLength - 8} bytes after it)`);
   }
+  if (len > MAX_HEADER_BYTES) fail(`safetensors header length ${len} exceeds the format's limit ${MAX_HEADER_BYTES}`);
   const headerLen = Number(len);
   if (bytes[8] !== 0x7b) fail("corrupt safetensors header (it does not start with '{')");
   let header: unknown; // an object: the text starts with '{' and parses

@@ -76,6 +76,16 @@ Deno.test("pth: unpickler basics (protocol 0 text opcodes, memo, nested containe
   assert.equal(unpickle(big, () => null), 2n ** 70n);
 });
 
+Deno.test("pth: a zip64 archive (sizes and offsets in zip64 fields) reads as the plain one", () => {
+  const bytes = Deno.readFileSync(new URL("checkpoint.pth", DIR));
+  const archive = new ZipArchive(bytes, "checkpoint.pth");
+  const entries = [...archive.entries.values()].map((e) => ({ name: e.name, data: archive.read(e).slice() }));
+  const plain = parsePth(zip(entries), "plain.pth");
+  const wide = parsePth(zip(entries, true), "zip64.pth");
+  assert.deepEqual([...wide.tensors], [...plain.tensors]);
+  assert.equal(plain.tensors.size, Object.keys(EXPECTED.tensors).length);
+});
+
 Deno.test("pth: 600 structural mutations of the fixtures' pickles are read or refused with a CheckpointError", () => {
   const archives = ["checkpoint.pth", "checkpoint_proto4.pth", "swin_tiny.pth"].map((f) => {
     const bytes = Deno.readFileSync(new URL(f, DIR));

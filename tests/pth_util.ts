@@ -117,18 +117,25 @@ export interface ZipInput {
   size?: number;
 }
 
-/** A zip archive of `entries` (no data descriptors, no zip64, CRCs left 0: the reader does not check them). */
-export function zip(entries: ZipInput[]): Uint8Array {
+/**
+ * A zip archive of `entries` (no data descriptors, CRCs left 0: the reader does not check them). With `zip64`,
+ * the sizes and offsets go in zip64 extra fields and a zip64 end-of-directory record, the 32-bit fields holding
+ * 0xffffffff, as large archives have them.
+ */
+export function zip(entries: ZipInput[], zip64 = false): Uint8Array {
   const local: number[] = [];
   const central: number[] = [];
-  const push = (to: number[], n: number, width: 2 | 4) => {
-    for (let i = 0; i < width; i++) to.push((n >>> (8 * i)) & 0xff);
+  const push = (to: number[], n: number, width: 2 | 4 | 8) => {
+    for (let i = 0; i < width; i++) to.push(Number((BigInt(n) >> BigInt(8 * i)) & 0xffn));
   };
+  const big = (n: number) => zip64 ? 0xffffffff : n;
   for (const e of entries) {
     const name = enc.encode(e.name);
     const size = e.size ?? e.data.length;
     const offset = local.length;
     const header = (to: number[], sig: number, central: boolean) => {
+      const extra = central && zip64 ? [0x01, 0, 24, 0] : [];
+      if (extra.length) [size, e.data.length, offset].forEach((n) => push(extra, n, 8));
       push(to, sig, 4);
       if (central) push(to, 20, 2);
       push(to, 20, 2); // version needed
@@ -136,34 +143,43 @@ export function zip(entries: ZipInput[]): Uint8Array {
       push(to, e.deflated ? 8 : 0, 2);
       push(to, 0, 4); // time, date
       push(to, 0, 4); // crc
-      push(to, e.data.length, 4);
-      push(to, size, 4);
+      push(to, central ? big(e.data.length) : e.data.length, 4);
+      push(to, central ? big(size) : size, 4);
       push(to, name.length, 2);
-      push(to, 0, 2); // extra
+      push(to, extra.length, 2);
       if (central) {
         push(to, 0, 2); // comment
         push(to, 0, 4); // disk, internal attributes
         push(to, 0, 4); // external attributes
-        push(to, offset, 4);
+        push(to, big(offset), 4);
       }
-      to.push(...name);
+      to.push(...name, ...extra);
     };
     header(local, 0x04034b50, false);
     for (let i = 0; i < e.data.length; i += 65536) local.push(...e.data.subarray(i, i + 65536));
     header(central, 0x02014b50, true);
   }
-  const eocd: number[] = [];
-  push(eocd, 0x06054b50, 4);
-  push(eocd, 0, 4);
-  push(eocd, entries.length, 2);
-  push(eocd, entries.length, 2);
-  push(eocd, central.length, 4);
-  push(eocd, local.length, 4);
-  push(eocd, 0, 2);
-  const out = new Uint8Array(local.length + central.length + eocd.length);
+  const end: number[] = [];
+  if (zip64) {
+    const record = local.length + central.length;
+    push(end, 0x06064b50, 4);
+    push(end, 44, 8); // size of the rest of the record
+    push(end, 45, 2), push(end, 45, 2), push(end, 0, 4), push(end, 0, 4); // versions, disks
+    push(end, entries.length, 8), push(end, entries.length, 8), push(end, central.length, 8);
+    push(end, local.length, 8);
+    push(end, 0x07064b50, 4), push(end, 0, 4), push(end, record, 8), push(end, 1, 4); // the locator
+  }
+  push(end, 0x06054b50, 4);
+  push(end, 0, 4);
+  push(end, zip64 ? 0xffff : entries.length, 2);
+  push(end, zip64 ? 0xffff : entries.length, 2);
+  push(end, big(central.length), 4);
+  push(end, big(local.length), 4);
+  push(end, 0, 2);
+  const out = new Uint8Array(local.length + central.length + end.length);
   out.set(local);
   out.set(central, local.length);
-  out.set(eocd, local.length + central.length);
+  out.set(end, local.length + central.length);
   return out;
 }
 

@@ -148,13 +148,16 @@ export {
   loadPth,
   parsePth,
   type PthFile,
+  type PthOptions,
   PyGlobal,
   PyObject,
   stateDict,
   type StorageRef,
   TorchTensor,
   unpickle,
+  type UnpickleOptions,
 } from "./models/pth.ts";
+export { CheckpointError, type CheckpointFormat, sniffFormat } from "./models/format.ts";
 export {
   type CheckpointFile,
   type ExportOptions,
@@ -163,6 +166,7 @@ export {
   loadIntoModel,
   type LoadIntoModelOptions,
   type NamedTensors,
+  parseCheckpoint,
   readCheckpoint,
   saveTeacherBackbone,
   specFromShapes,
@@ -223,4 +227,3 @@ export {
 export { knnAccuracy, type KnnOptions } from "./train/knn.ts";
 export { type CheckpointMeta, loadCheckpoint, saveCheckpoint } from "./train/checkpoint.ts";
 export { DataError, InputError } from "./errors.ts";
-export { CheckpointError } from "./train/checkpoint.ts";

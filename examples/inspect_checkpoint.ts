@@ -8,8 +8,8 @@
  * @module
  */
 import { parseArgs } from "node:util";
-import { readCheckpoint } from "../mod.ts";
-import { runCli, UsageError } from "./lib/cli.ts";
+import { CheckpointError, type CheckpointFile, parseCheckpoint } from "../mod.ts";
+import { readBytes, runCli, UsageError } from "./lib/cli.ts";
 
 const USAGE = `Usage: deno run --allow-read examples/inspect_checkpoint.ts FILE [options]
 
@@ -20,7 +20,12 @@ or checkpoint_teacher.pth) or a .safetensors file.
 Options:
   --filter PREFIX   only names starting with PREFIX (e.g. teacher.backbone.)
   --depth N         group counts by the first N dotted name segments (default 1)
-  --summary         print only the group counts and totals, not every tensor
+  --summary         print only the group counts and totals, not every tensor; list-like
+                    scalars (optimizer.param_groups.*.params.*) collapse to one line each
+  --allow-unknown-globals
+                    list Python objects of a .pth outside the allowlist of a weights file
+                    (e.g. numpy scalars) as skipped instead of refusing the file; nothing is
+                    executed either way
   -h, --help        show this help
 `;
 
@@ -32,6 +37,7 @@ async function main(): Promise<number> {
       filter: { type: "string", default: "" },
       depth: { type: "string", default: "1" },
       summary: { type: "boolean", default: false },
+      "allow-unknown-globals": { type: "boolean", default: false },
       help: { type: "boolean", short: "h", default: false },
     },
   });
@@ -44,18 +50,36 @@ async function main(): Promise<number> {
   if (!Number.isInteger(depth) || depth < 1) {
     throw new UsageError(`--depth must be a positive integer, got '${values.depth}'`);
   }
-  await inspect(positionals[0], values.filter, depth, values.summary);
+  const path = positionals[0];
+  const ckpt = parseCheckpoint(await readBytes(path, "FILE"), path, {
+    skipUnknownGlobals: values["allow-unknown-globals"],
+  });
+  inspect(path, ckpt, values.filter, depth, values.summary);
   return 0;
 }
 
-async function inspect(path: string, filter: string, depth: number, summary: boolean): Promise<void> {
-  let ckpt: Awaited<ReturnType<typeof readCheckpoint>>;
-  try {
-    ckpt = await readCheckpoint(path);
-  } catch (e) {
-    // Whatever the reader refuses is a property of the file the user named.
-    throw new UsageError(`${path}: ${(e as Error).message}`);
+/** Lines for scalars; with `collapse`, names that differ only in numeric segments share one line when > 3. */
+function scalarLines(vals: [string, unknown][], collapse: boolean): string[] {
+  const show = (v: unknown) =>
+    typeof v === "string" ? JSON.stringify(v.length > 100 ? `${v.slice(0, 100)}...` : v) : String(v);
+  const groups = new Map<string, [string, unknown][]>();
+  for (const kv of vals) {
+    const pattern = collapse ? kv[0].replace(/(^|\.)\d+(?=\.|$)/g, "$1*") : kv[0];
+    const group = groups.get(pattern);
+    if (group) group.push(kv);
+    else groups.set(pattern, [kv]);
   }
+  return [...groups].flatMap(([pattern, kvs]) => {
+    if (kvs.length <= 3) return kvs.map(([k, v]) => `  ${k} = ${show(v)}`);
+    const distinct = new Set(kvs.map(([, v]) => show(v)));
+    const summary = distinct.size === 1
+      ? `all ${show(kvs[0][1])}`
+      : `${kvs.slice(0, 3).map(([, v]) => show(v)).join(", ")}, ..., ${show(kvs[kvs.length - 1][1])}`;
+    return [`  ${pattern}: ${kvs.length} values (${summary})`];
+  });
+}
+
+function inspect(path: string, ckpt: CheckpointFile, filter: string, depth: number, summary: boolean): void {
   const rows = [...ckpt.tensors].filter(([k]) => k.startsWith(filter));
   const count = (shape: readonly number[]) => shape.reduce((a, b) => a * b, 1);
   const fmtInt = (n: number) => n.toLocaleString("en-US");
@@ -92,10 +116,7 @@ async function inspect(path: string, filter: string, depth: number, summary: boo
   const vals = [...ckpt.values].filter(([k]) => k.startsWith(filter));
   if (vals.length) {
     console.log(`\n${ckpt.format === "pth" ? "scalars" : "metadata"}:`);
-    for (const [k, v] of vals) {
-      const s = typeof v === "string" ? JSON.stringify(v.length > 100 ? `${v.slice(0, 100)}...` : v) : String(v);
-      console.log(`  ${k} = ${s}`);
-    }
+    for (const line of scalarLines(vals, summary)) console.log(line);
   }
   const skipped = [...ckpt.skipped].filter(([k]) => k.startsWith(filter));
   if (skipped.length) {
@@ -104,4 +125,4 @@ async function inspect(path: string, filter: string, depth: number, summary: boo
   }
 }
 
-if (import.meta.main) await runCli(main, USAGE);
+if (import.meta.main) await runCli(main, USAGE, [CheckpointError]);

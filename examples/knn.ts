@@ -69,6 +69,9 @@ Model (one of; --random alone evaluates a random network of --preset):
                       top level)
   --heads N           attention heads of an --arch vit file
   --img-size N        the image size a Swin of --weights was built for (default 224; fixes its windows)
+  --allow-unknown-globals
+                      skip Python objects of a --weights .pth outside the allowlist of a weights file
+                      instead of refusing the file (nothing is executed either way)
   --random            also evaluate a randomly initialised network of the same architecture
   --preset NAME       ${Object.keys(PRESETS).join(" | ")} (default embedded-small): the network of --random
                       alone; also the normalisation of --weights with --norm preset
@@ -188,6 +191,8 @@ export interface WeightsOptions {
   mean?: readonly number[];
   /** Normalisation (default ImageNet's). */
   std?: readonly number[];
+  /** Skip Python globals of a `.pth` outside the allowlist instead of refusing the file. */
+  skipUnknownGlobals?: boolean;
 }
 
 /** `loadIntoModel`'s error with wrong shapes first and at most 8 entries per section. */
@@ -239,9 +244,12 @@ export async function modelFromWeights(path: string, backend: Backend, opts: Wei
   let named: Map<string, HostTensor>;
   let metadata: ReadonlyMap<string, unknown>;
   try {
-    ({ tensors: named, values: metadata } = await readCheckpoint(path));
+    ({ tensors: named, values: metadata } = await readCheckpoint(path, {
+      skipUnknownGlobals: opts.skipUnknownGlobals,
+    }));
   } catch (e) {
-    throw new UsageError(`${flag} ${path}: ${(e as Error).message}`);
+    const message = (e as Error).message; // a CheckpointError names the file already
+    throw new UsageError(`${flag} ${message.startsWith(`${path}:`) ? message : `${path}: ${message}`}`);
   }
   const hasPatch = (m: ReadonlyMap<string, unknown>, p: string) => m.has(`${p}patch_embed.proj.weight`);
   const prefixes = ["backbone.", "module.backbone.", ""];
@@ -432,6 +440,7 @@ export async function main(
       key: { type: "string" },
       heads: { type: "string" },
       "img-size": { type: "string" },
+      "allow-unknown-globals": { type: "boolean" },
       student: { type: "boolean" },
       random: { type: "boolean" },
       preset: { type: "string" },
@@ -487,6 +496,7 @@ export async function main(
       key: values.key,
       heads: positiveInt("heads", values.heads),
       imgSize: positiveInt("img-size", values["img-size"]),
+      skipUnknownGlobals: values["allow-unknown-globals"],
       ...(norm === "preset" ? { mean: preset.augment.mean, std: preset.augment.std } : {}),
     });
   }

@@ -13,7 +13,8 @@ import type { Backend } from "../ops/backend.ts";
 import { defaultBackend } from "../ops/backends.ts";
 import { allocHost, type DType, type HostArray } from "../ops/dtype.ts";
 import { type HostTensor, parseSafetensors, saveSafetensors } from "./safetensors.ts";
-import { isZip, parsePth } from "./pth.ts";
+import { parsePth, type PthOptions } from "./pth.ts";
+import { CheckpointError, expectFormat, sniffFormat } from "./format.ts";
 import { ParamSpec } from "./spec.ts";
 import { relativePositionIndex } from "./swin.ts";
 
@@ -35,7 +36,35 @@ export interface CheckpointFile {
 }
 
 /**
- * Reads a `.pth` (zip + pickle) or `.safetensors` file, told apart by their first bytes.
+ * Parses checkpoint bytes, dispatching on their first bytes (`sniffFormat`): a zip is a `.pth`, an 8-byte
+ * length then `{` is safetensors; anything else (a legacy `.pth`, a bare pickle, unknown bytes) is a
+ * `CheckpointError` saying what the file is and what was expected. `file` names it in errors.
+ *
+ * @example
+ * ```ts ignore
+ * import { parseCheckpoint } from "./mod.ts";
+ * const ckpt = parseCheckpoint(await Deno.readFile("checkpoint.pth"), "checkpoint.pth");
+ * ```
+ */
+export function parseCheckpoint(bytes: Uint8Array, file = "<checkpoint>", opts: PthOptions = {}): CheckpointFile {
+  const format = sniffFormat(bytes);
+  if (format === "pth") {
+    const f = parsePth(bytes, file, opts);
+    return { format: "pth", tensors: f.tensors, sourceDtypes: f.torchDtypes, values: f.values, skipped: f.skipped };
+  }
+  expectFormat(bytes, "checkpoint", file);
+  const f = parseSafetensors(bytes, file);
+  return {
+    format: "safetensors",
+    tensors: f.tensors,
+    sourceDtypes: f.dtypes,
+    values: new Map(Object.entries(f.metadata)),
+    skipped: new Map(),
+  };
+}
+
+/**
+ * Reads a `.pth` (zip + pickle) or `.safetensors` file, told apart by their first bytes (see `parseCheckpoint`).
  *
  * @example
  * ```ts ignore
@@ -44,29 +73,14 @@ export interface CheckpointFile {
  * const teacher = stateDict(ckpt.tensors, "teacher");
  * ```
  */
-export async function readCheckpoint(path: string): Promise<CheckpointFile> {
+export async function readCheckpoint(path: string, opts: PthOptions = {}): Promise<CheckpointFile> {
   let bytes: Uint8Array;
   try {
     bytes = await Deno.readFile(path);
   } catch (e) {
-    throw new Error(`readCheckpoint: cannot read '${path}': ${(e as Error).message}`);
+    throw new CheckpointError(`readCheckpoint: cannot read '${path}': ${(e as Error).message}`);
   }
-  if (isZip(bytes)) {
-    const f = parsePth(bytes, path);
-    return { format: "pth", tensors: f.tensors, sourceDtypes: f.torchDtypes, values: f.values, skipped: f.skipped };
-  }
-  const f = parseSafetensors(bytes, path);
-  const header = JSON.parse(
-    new TextDecoder().decode(bytes.subarray(8, 8 + Number(new DataView(bytes.buffer).getBigUint64(0, true)))),
-  );
-  const sourceDtypes = new Map([...f.tensors.keys()].map((k) => [k, String(header[k]?.dtype)]));
-  return {
-    format: "safetensors",
-    tensors: f.tensors,
-    sourceDtypes,
-    values: new Map(Object.entries(f.metadata)),
-    skipped: new Map(),
-  };
+  return parseCheckpoint(bytes, path, opts);
 }
 
 /** Options of `loadIntoModel`. */

@@ -2,60 +2,26 @@
  * Reading PyTorch `.pth` checkpoints (the zip format of `torch.save` since PyTorch 1.6): `<name>/data.pkl` is a
  * pickle whose tensors refer, through persistent ids, to raw little-endian storages `<name>/data/<key>`.
  *
- * A small unpickler (protocols 0–5) rebuilds dicts (as `Map`s), lists, tuples, scalars and tensors
- * (`torch._utils._rebuild_tensor_v2(storage, offset, size, stride, ...)`, parameters, tensor subclasses);
- * any other Python object (e.g. the `argparse.Namespace` of an iBOT checkpoint) becomes an opaque `PyObject`
- * and is skipped. Nested dicts flatten to dotted names (`student.module.backbone.cls_token`).
+ * The pickle is read by the safe unpickler of `pickle.ts`, which allows only the globals a weights file needs
+ * (torch storages and tensor rebuilders, `collections.OrderedDict`, `argparse.Namespace`, ...) and refuses any
+ * other unless `skipUnknownGlobals` is set. Tensors become host tensors; other Python objects (e.g. the
+ * `argparse.Namespace` of an iBOT checkpoint) are listed as skipped. Nested dicts flatten to dotted names
+ * (`student.module.backbone.cls_token`).
+ *
+ * Nothing is trusted: a storage is read (inflated) once, only when a tensor that refers to it is materialised;
+ * each view's extent is checked against its storage; identical views share one host tensor, and the distinct
+ * views of a storage may together read at most twice its size, so a small file cannot claim gigabytes.
  *
  * @module
  */
 import { bf16ToF32, f16ToF32 } from "./safetensors.ts";
-import { unzipSync } from "npm:fflate@0.8.3";
 import type { HostTensor } from "./safetensors.ts";
 import type { DType } from "../ops/dtype.ts";
+import { CheckpointError, expectFormat } from "./format.ts";
+import { PyGlobal, PyObject, unpickle } from "./pickle.ts";
+import { ZipArchive } from "./zip.ts";
 
-/**
- * A Python global (a class or function) referenced by the pickle.
- *
- * @example
- * ```ts
- * import { PyGlobal } from "./mod.ts";
- * console.log(String(new PyGlobal("argparse", "Namespace"))); // argparse.Namespace
- * ```
- */
-export class PyGlobal {
-  /** A reference to `module.name`. */
-  constructor(readonly module: string, readonly name: string) {}
-  /** `module.name`. */
-  toString(): string {
-    return `${this.module}.${this.name}`;
-  }
-}
-
-/**
- * An opaque Python object: its class, constructor arguments, `__setstate__` state and dict/list items.
- *
- * @example
- * ```ts
- * import { PyGlobal, PyObject } from "./mod.ts";
- * const args = new PyObject(new PyGlobal("argparse", "Namespace"), []);
- * console.log(args.typeName); // argparse.Namespace
- * ```
- */
-export class PyObject {
-  /** The state passed by BUILD (`__setstate__`), e.g. a Namespace's attributes. */
-  state: unknown = undefined;
-  /** Items set by SETITEM(S) (dict subclasses). */
-  readonly items: Map<unknown, unknown> = new Map();
-  /** Items appended by APPEND(S) (list subclasses). */
-  readonly list: unknown[] = [];
-  /** An instance of `cls` built from `args`. */
-  constructor(readonly cls: PyGlobal | unknown, readonly args: unknown[]) {}
-  /** The Python type name, e.g. `argparse.Namespace`. */
-  get typeName(): string {
-    return this.cls instanceof PyGlobal ? this.cls.toString() : "object";
-  }
-}
+export { PyGlobal, PyObject, unpickle, type UnpickleOptions } from "./pickle.ts";
 
 /** A storage referenced by a persistent id: a raw byte file of the archive. */
 export interface StorageRef {
@@ -95,7 +61,7 @@ export class TorchTensor {
 
 /** Contents of a `.pth` file. */
 export interface PthFile {
-  /** Every tensor, by dotted path (dict keys and list indices), as host data. */
+  /** Every tensor, by dotted path (dict keys and list indices), as host data; identical views share one. */
   tensors: Map<string, HostTensor>;
   /** The original PyTorch dtype of each tensor (`float16`, `int64`, ...). */
   torchDtypes: Map<string, string>;
@@ -107,431 +73,17 @@ export interface PthFile {
   root: unknown;
 }
 
-// ---------------------------------------------------------------------------------------------------------
-// Unpickler
-
-const MARK = Symbol("mark");
-
-class Reader {
-  pos = 0;
-  private view: DataView;
-  constructor(readonly bytes: Uint8Array, readonly file: string) {
-    this.view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-  }
-  need(n: number): void {
-    if (this.pos + n > this.bytes.byteLength) throw new Error(`${this.file}: truncated pickle at byte ${this.pos}`);
-  }
-  u8(): number {
-    this.need(1);
-    return this.bytes[this.pos++];
-  }
-  u16(): number {
-    this.need(2);
-    const v = this.view.getUint16(this.pos, true);
-    this.pos += 2;
-    return v;
-  }
-  i32(): number {
-    this.need(4);
-    const v = this.view.getInt32(this.pos, true);
-    this.pos += 4;
-    return v;
-  }
-  u32(): number {
-    this.need(4);
-    const v = this.view.getUint32(this.pos, true);
-    this.pos += 4;
-    return v;
-  }
-  u64(): number {
-    this.need(8);
-    const v = Number(this.view.getBigUint64(this.pos, true));
-    this.pos += 8;
-    return v;
-  }
-  f64be(): number {
-    this.need(8);
-    const v = this.view.getFloat64(this.pos, false);
-    this.pos += 8;
-    return v;
-  }
-  take(n: number): Uint8Array {
-    this.need(n);
-    const b = this.bytes.subarray(this.pos, this.pos + n);
-    this.pos += n;
-    return b;
-  }
-  line(): string {
-    const end = this.bytes.indexOf(0x0a, this.pos);
-    if (end < 0) throw new Error(`${this.file}: truncated pickle (no end of line) at byte ${this.pos}`);
-    const s = new TextDecoder("latin1").decode(this.bytes.subarray(this.pos, end));
-    this.pos = end + 1;
-    return s;
-  }
+/** Options of `parsePth` and `loadPth`. */
+export interface PthOptions {
+  /**
+   * Keep Python globals outside the allowlist of a weights file (e.g. `numpy.core.multiarray.scalar`, or a
+   * hostile `posix.system`) as opaque skipped objects instead of refusing the file. Nothing is ever executed
+   * either way; default false, like `torch.load(weights_only=True)`.
+   */
+  skipUnknownGlobals?: boolean;
 }
 
-const utf8 = new TextDecoder("utf-8");
-
-/** Two's-complement little-endian integer of any width. */
-function decodeLong(b: Uint8Array): number | bigint {
-  if (b.length === 0) return 0;
-  let v = 0n;
-  for (let i = b.length - 1; i >= 0; i--) v = (v << 8n) | BigInt(b[i]);
-  if (b[b.length - 1] & 0x80) v -= 1n << BigInt(8 * b.length);
-  return narrow(v);
-}
-
-function narrow(v: bigint): number | bigint {
-  return v >= BigInt(Number.MIN_SAFE_INTEGER) && v <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(v) : v;
-}
-
-/** A hashable JS key for a Python dict key (strings and numbers as is, anything else by a string form). */
-function dictKey(k: unknown): unknown {
-  if (typeof k === "string" || typeof k === "number" || typeof k === "bigint" || typeof k === "boolean") return k;
-  if (k === null) return "None";
-  if (Array.isArray(k)) return `(${k.map((x) => String(dictKey(x))).join(", ")})`;
-  return String(k);
-}
-
-/** Applies a Python callable to arguments: the few that matter are interpreted, the rest become `PyObject`s. */
-function call(fn: unknown, args: unknown[], file: string): unknown {
-  if (!(fn instanceof PyGlobal)) return new PyObject(fn, args);
-  const name = fn.toString();
-  switch (name) {
-    case "collections.OrderedDict":
-    case "builtins.dict":
-    case "__builtin__.dict": {
-      const m = new Map<unknown, unknown>();
-      const init = args[0];
-      if (Array.isArray(init)) { for (const [k, v] of init as [unknown, unknown][]) m.set(dictKey(k), v); }
-      return m;
-    }
-    case "torch._utils._rebuild_tensor":
-    case "torch._utils._rebuild_tensor_v2": {
-      const [storage, offset, size, stride] = args as [StorageRef, number, number[], number[]];
-      if (!storage || (storage as StorageRef).kind !== "storage") {
-        throw new Error(`${file}: ${name} without a storage persistent id`);
-      }
-      return new TorchTensor(storage, Number(offset), (size as number[]).map(Number), (stride as number[]).map(Number));
-    }
-    case "torch._utils._rebuild_parameter":
-    case "torch._utils._rebuild_parameter_with_state":
-      return args[0];
-    case "torch._tensor._rebuild_from_type":
-    case "torch._tensor._rebuild_from_type_v2": {
-      const [func, , fargs] = args as [unknown, unknown, unknown[]];
-      return call(func, fargs ?? [], file);
-    }
-    case "builtins.set":
-    case "builtins.frozenset":
-    case "builtins.list":
-    case "builtins.tuple":
-      return Array.isArray(args[0]) ? [...(args[0] as unknown[])] : [];
-  }
-  return new PyObject(fn, args);
-}
-
-/**
- * Unpickles `bytes`; persistent ids go through `persistentLoad`.
- *
- * @example
- * ```ts
- * import { unpickle } from "./mod.ts";
- * // pickle.dumps(1, protocol=2)
- * console.log(unpickle(new Uint8Array([0x80, 2, 0x4b, 1, 0x2e]), () => null)); // 1
- * ```
- */
-export function unpickle(bytes: Uint8Array, persistentLoad: (pid: unknown) => unknown, file = "<pickle>"): unknown {
-  const r = new Reader(bytes, file);
-  const stack: unknown[] = [];
-  const memo = new Map<number, unknown>();
-  const popMark = (): unknown[] => {
-    const i = stack.lastIndexOf(MARK);
-    if (i < 0) throw new Error(`${file}: pickle MARK not found at byte ${r.pos}`);
-    const items = stack.splice(i);
-    items.shift();
-    return items;
-  };
-  const top = () => {
-    if (stack.length === 0) throw new Error(`${file}: empty pickle stack at byte ${r.pos}`);
-    return stack[stack.length - 1];
-  };
-  const pop = () => {
-    if (stack.length === 0) throw new Error(`${file}: empty pickle stack at byte ${r.pos}`);
-    return stack.pop();
-  };
-  const setItems = (target: unknown, kv: unknown[]) => {
-    const m = target instanceof Map ? target : target instanceof PyObject ? target.items : null;
-    if (!m) throw new Error(`${file}: SETITEM(S) on a non-dict at byte ${r.pos}`);
-    for (let i = 0; i + 1 < kv.length; i += 2) m.set(dictKey(kv[i]), kv[i + 1]);
-  };
-  const appendItems = (target: unknown, items: unknown[]) => {
-    if (Array.isArray(target)) target.push(...items);
-    else if (target instanceof PyObject) target.list.push(...items);
-    else throw new Error(`${file}: APPEND(S) on a non-list at byte ${r.pos}`);
-  };
-  const stringArg = (s: string) => {
-    // Protocol-0 STRING: a Python repr in quotes.
-    const q = s[0];
-    if ((q === "'" || q === '"') && s.endsWith(q)) return s.slice(1, -1);
-    return s;
-  };
-  for (;;) {
-    const at = r.pos;
-    const op = r.u8();
-    switch (op) {
-      case 0x80: // PROTO
-        r.u8();
-        break;
-      case 0x95: // FRAME
-        r.u64();
-        break;
-      case 0x2e: // STOP
-        return pop();
-      case 0x28: // MARK
-        stack.push(MARK);
-        break;
-      case 0x30: // POP
-        pop();
-        break;
-      case 0x31: // POP_MARK
-        popMark();
-        break;
-      case 0x32: // DUP
-        stack.push(top());
-        break;
-      case 0x4e: // NONE
-        stack.push(null);
-        break;
-      case 0x88: // NEWTRUE
-        stack.push(true);
-        break;
-      case 0x89: // NEWFALSE
-        stack.push(false);
-        break;
-      case 0x4a: // BININT
-        stack.push(r.i32());
-        break;
-      case 0x4b: // BININT1
-        stack.push(r.u8());
-        break;
-      case 0x4d: // BININT2
-        stack.push(r.u16());
-        break;
-      case 0x8a: // LONG1
-        stack.push(decodeLong(r.take(r.u8())));
-        break;
-      case 0x8b: // LONG4
-        stack.push(decodeLong(r.take(r.i32())));
-        break;
-      case 0x49: { // INT
-        const s = r.line();
-        stack.push(s === "01" ? true : s === "00" ? false : narrow(BigInt(s)));
-        break;
-      }
-      case 0x4c: // LONG
-        stack.push(narrow(BigInt(r.line().replace(/L$/, ""))));
-        break;
-      case 0x46: // FLOAT
-        stack.push(parseFloat(r.line()));
-        break;
-      case 0x47: // BINFLOAT
-        stack.push(r.f64be());
-        break;
-      case 0x58: // BINUNICODE
-        stack.push(utf8.decode(r.take(r.u32())));
-        break;
-      case 0x8c: // SHORT_BINUNICODE
-        stack.push(utf8.decode(r.take(r.u8())));
-        break;
-      case 0x8d: // BINUNICODE8
-        stack.push(utf8.decode(r.take(r.u64())));
-        break;
-      case 0x56: // UNICODE (raw-unicode-escape; ASCII in practice)
-        stack.push(r.line());
-        break;
-      case 0x53: // STRING
-        stack.push(stringArg(r.line()));
-        break;
-      case 0x54: // BINSTRING
-        stack.push(new TextDecoder("latin1").decode(r.take(r.i32())));
-        break;
-      case 0x55: // SHORT_BINSTRING
-        stack.push(new TextDecoder("latin1").decode(r.take(r.u8())));
-        break;
-      case 0x42: // BINBYTES
-        stack.push(r.take(r.u32()).slice());
-        break;
-      case 0x43: // SHORT_BINBYTES
-        stack.push(r.take(r.u8()).slice());
-        break;
-      case 0x8e: // BINBYTES8
-      case 0x96: // BYTEARRAY8
-        stack.push(r.take(r.u64()).slice());
-        break;
-      case 0x29: // EMPTY_TUPLE
-        stack.push([]);
-        break;
-      case 0x85: // TUPLE1
-        stack.push([pop()]);
-        break;
-      case 0x86: { // TUPLE2
-        const b = pop();
-        const a = pop();
-        stack.push([a, b]);
-        break;
-      }
-      case 0x87: { // TUPLE3
-        const c = pop();
-        const b = pop();
-        const a = pop();
-        stack.push([a, b, c]);
-        break;
-      }
-      case 0x74: // TUPLE
-        stack.push(popMark());
-        break;
-      case 0x5d: // EMPTY_LIST
-        stack.push([]);
-        break;
-      case 0x6c: // LIST
-        stack.push(popMark());
-        break;
-      case 0x7d: // EMPTY_DICT
-        stack.push(new Map());
-        break;
-      case 0x64: { // DICT
-        const m = new Map();
-        setItems(m, popMark());
-        stack.push(m);
-        break;
-      }
-      case 0x8f: // EMPTY_SET
-        stack.push([]);
-        break;
-      case 0x90: { // ADDITEMS
-        const items = popMark();
-        appendItems(top(), items);
-        break;
-      }
-      case 0x91: // FROZENSET
-        stack.push(popMark());
-        break;
-      case 0x61: { // APPEND
-        const v = pop();
-        appendItems(top(), [v]);
-        break;
-      }
-      case 0x65: { // APPENDS
-        const items = popMark();
-        appendItems(top(), items);
-        break;
-      }
-      case 0x73: { // SETITEM
-        const v = pop();
-        const k = pop();
-        setItems(top(), [k, v]);
-        break;
-      }
-      case 0x75: { // SETITEMS
-        const kv = popMark();
-        setItems(top(), kv);
-        break;
-      }
-      case 0x70: // PUT
-        memo.set(Number(r.line()), top());
-        break;
-      case 0x71: // BINPUT
-        memo.set(r.u8(), top());
-        break;
-      case 0x72: // LONG_BINPUT
-        memo.set(r.u32(), top());
-        break;
-      case 0x94: // MEMOIZE
-        memo.set(memo.size, top());
-        break;
-      case 0x67: // GET
-      case 0x68: // BINGET
-      case 0x6a: { // LONG_BINGET
-        const i = op === 0x67 ? Number(r.line()) : op === 0x68 ? r.u8() : r.u32();
-        if (!memo.has(i)) throw new Error(`${file}: pickle memo ${i} missing at byte ${at}`);
-        stack.push(memo.get(i));
-        break;
-      }
-      case 0x63: { // GLOBAL
-        const module = r.line();
-        stack.push(new PyGlobal(module, r.line()));
-        break;
-      }
-      case 0x93: { // STACK_GLOBAL
-        const name = pop() as string;
-        stack.push(new PyGlobal(pop() as string, name));
-        break;
-      }
-      case 0x52: { // REDUCE
-        const args = pop() as unknown[];
-        const fn = pop();
-        stack.push(call(fn, Array.isArray(args) ? args : [args], file));
-        break;
-      }
-      case 0x81: { // NEWOBJ
-        const args = pop() as unknown[];
-        const cls = pop();
-        stack.push(call(cls, Array.isArray(args) ? args : [], file));
-        break;
-      }
-      case 0x92: { // NEWOBJ_EX
-        pop(); // kwargs
-        const args = pop() as unknown[];
-        const cls = pop();
-        stack.push(call(cls, Array.isArray(args) ? args : [], file));
-        break;
-      }
-      case 0x69: { // INST
-        const module = r.line();
-        const name = r.line();
-        stack.push(call(new PyGlobal(module, name), popMark(), file));
-        break;
-      }
-      case 0x6f: { // OBJ
-        const items = popMark();
-        const cls = items.shift();
-        stack.push(call(cls, items, file));
-        break;
-      }
-      case 0x62: { // BUILD
-        const state = pop();
-        const obj = top();
-        if (obj instanceof PyObject) obj.state = state;
-        // Tensors and dicts ignore their state (tensor metadata, OrderedDict attributes).
-        break;
-      }
-      case 0x50: // PERSID
-        stack.push(persistentLoad(r.line()));
-        break;
-      case 0x51: // BINPERSID
-        stack.push(persistentLoad(pop()));
-        break;
-      case 0x82: // EXT1
-      case 0x83: // EXT2
-      case 0x84: { // EXT4
-        const code = op === 0x82 ? r.u8() : op === 0x83 ? r.u16() : r.i32();
-        stack.push(new PyGlobal("copyreg.extension", String(code)));
-        break;
-      }
-      case 0x97: // NEXT_BUFFER
-      case 0x98: // READONLY_BUFFER
-        throw new Error(`${file}: out-of-band pickle buffers are not supported (byte ${at})`);
-      default:
-        throw new Error(`${file}: unknown pickle opcode 0x${op.toString(16)} at byte ${at}`);
-    }
-  }
-}
-
-// ---------------------------------------------------------------------------------------------------------
-// Storages and tensors
-
-/** Element width and decoder of each storage type. */
+/** Element width and PyTorch dtype of each storage type. */
 const STORAGES: Record<string, { bytes: number; torch: string }> = {
   FloatStorage: { bytes: 4, torch: "float32" },
   DoubleStorage: { bytes: 8, torch: "float64" },
@@ -546,47 +98,106 @@ const STORAGES: Record<string, { bytes: number; torch: string }> = {
   UntypedStorage: { bytes: 1, torch: "uint8" },
 };
 
-/**
- * Copies a (possibly strided, offset) tensor view out of its storage bytes into a contiguous host tensor:
- * float16/bfloat16 widen to float32, int64 narrows to int32 when every value fits (else float64), small ints
- * widen to int32.
- */
-function materialize(t: TorchTensor, raw: Uint8Array, name: string, file: string): [HostTensor, string] {
-  const info = STORAGES[t.storage.type];
-  if (!info) throw new Error(`${file}: '${name}' uses the unsupported storage type ${t.storage.type}`);
-  const n = t.shape.reduce((a, b) => a * b, 1);
-  const view = new DataView(raw.buffer, raw.byteOffset, raw.byteLength);
-  const count = raw.byteLength / info.bytes;
-  const rank = t.shape.length;
-  // Row-major contiguous views (the common case) index the storage directly; others get an index table.
-  let contiguous = true;
-  for (let d = rank - 1, expect = 1; d >= 0; d--) {
-    if (t.shape[d] !== 1 && t.stride[d] !== expect) contiguous = false;
-    expect *= t.shape[d];
+/** How many times its own size the distinct views of one storage may read (a full alias plus a transpose). */
+const VIEW_BUDGET = 2;
+const MAX_RANK = 64;
+const MAX_NESTING = 256;
+
+/** Globals a weights file may reference beyond those interpreted here (calling one gives a skipped object). */
+const ALLOWED = [
+  "argparse.Namespace",
+  "torch.Tensor",
+  "torch.nn.parameter.Parameter",
+  ...Object.keys(STORAGES).map((s) => `torch.${s}`),
+];
+
+/** The torch callables that rebuild tensors, interpreted (never run). */
+function torchCallables(file: string): Map<string, (args: unknown[]) => unknown> {
+  const m = new Map<string, (args: unknown[]) => unknown>();
+  const rebuild = (name: string) => (args: unknown[]) => {
+    const [storage, offset, size, stride] = args;
+    if (!storage || (storage as StorageRef).kind !== "storage") {
+      throw new CheckpointError(`${file}: ${name} without a storage persistent id`);
+    }
+    if (!Array.isArray(size) || !Array.isArray(stride) || size.length > MAX_RANK || stride.length > MAX_RANK) {
+      throw new CheckpointError(`${file}: ${name} whose size or stride is not a tuple of at most ${MAX_RANK} ints`);
+    }
+    return new TorchTensor(storage as StorageRef, Number(offset), size.map(Number), stride.map(Number));
+  };
+  m.set("torch._utils._rebuild_tensor", rebuild("torch._utils._rebuild_tensor"));
+  m.set("torch._utils._rebuild_tensor_v2", rebuild("torch._utils._rebuild_tensor_v2"));
+  m.set("torch._utils._rebuild_parameter", (args) => args[0]);
+  m.set("torch._utils._rebuild_parameter_with_state", (args) => args[0]);
+  m.set("torch.Size", (args) => Array.isArray(args[0]) ? args[0].slice(0, MAX_RANK) : []);
+  const fromType = (args: unknown[]) => {
+    // (func, new_type, args, state): a tensor subclass; func is itself an allowed global.
+    const [func, , fargs] = args as [unknown, unknown, unknown];
+    const inner = func instanceof PyGlobal ? m.get(func.toString()) : undefined;
+    if (!inner) return new PyObject(func, Array.isArray(fargs) ? fargs : []);
+    return inner(Array.isArray(fargs) ? fargs : []);
+  };
+  m.set("torch._tensor._rebuild_from_type", fromType);
+  m.set("torch._tensor._rebuild_from_type_v2", fromType);
+  return m;
+}
+
+/** The persistent id of a storage: `('storage', torch.FloatStorage, key, location, numel)`. */
+function storageLoader(file: string): (pid: unknown) => StorageRef {
+  const byKey = new Map<string, StorageRef>();
+  return (pid) => {
+    if (!Array.isArray(pid) || pid[0] !== "storage" || pid.length < 5) {
+      throw new CheckpointError(`${file}: unknown persistent id ${String(pid).slice(0, 80)}`);
+    }
+    const [, type, key, , numel] = pid as [string, unknown, unknown, unknown, unknown];
+    const typeName = type instanceof PyGlobal ? type.name : String(type);
+    if (!STORAGES[typeName]) throw new CheckpointError(`${file}: unsupported storage type ${String(type)}`);
+    const n = Number(numel);
+    if (typeof key !== "string" || !Number.isSafeInteger(n) || n < 0) {
+      throw new CheckpointError(`${file}: malformed storage persistent id (key ${String(key)}, numel ${numel})`);
+    }
+    const known = byKey.get(key);
+    if (known && (known.type !== typeName || known.numel !== n)) {
+      throw new CheckpointError(`${file}: storage data/${key} is declared twice, differently`);
+    }
+    const ref = known ?? { kind: "storage", type: typeName, key, numel: n } satisfies StorageRef;
+    byKey.set(key, ref);
+    return ref;
+  };
+}
+
+/** Calls `visit(i, offset)` for every element of a view in row-major order (offsets in elements). */
+function forEachOffset(t: TorchTensor, n: number, visit: (i: number, off: number) => void): void {
+  if (isContiguous(t)) {
+    for (let i = 0; i < n; i++) visit(i, t.offset + i);
+    return;
   }
-  let src: Float64Array | null = null;
-  let maxIdx = t.offset + n - 1;
-  if (!contiguous) {
-    src = new Float64Array(n);
-    maxIdx = -1;
-    const coord = new Array(rank).fill(0);
-    for (let i = 0; i < n; i++) {
-      let off = t.offset;
-      for (let d = 0; d < rank; d++) off += coord[d] * t.stride[d];
-      src[i] = off;
-      if (off > maxIdx) maxIdx = off;
-      for (let d = rank - 1; d >= 0; d--) {
-        if (++coord[d] < t.shape[d]) break;
-        coord[d] = 0;
-      }
+  const rank = t.shape.length;
+  const coord = new Array(rank).fill(0);
+  let off = t.offset;
+  for (let i = 0; i < n; i++) {
+    visit(i, off);
+    for (let d = rank - 1; d >= 0; d--) {
+      off += t.stride[d];
+      if (++coord[d] < t.shape[d]) break;
+      off -= coord[d] * t.stride[d];
+      coord[d] = 0;
     }
   }
-  if (n > 0 && (maxIdx >= count || t.offset < 0)) {
-    throw new Error(
-      `${file}: '${name}' [${t.shape}] stride [${t.stride}] offset ${t.offset} overruns its storage of ${count} elements`,
-    );
+}
+
+function isContiguous(t: TorchTensor): boolean {
+  for (let d = t.shape.length - 1, expect = 1; d >= 0; d--) {
+    if (t.shape[d] !== 1 && t.stride[d] !== expect) return false;
+    expect *= t.shape[d];
   }
-  const at = (i: number) => (src ? src[i] : t.offset + i);
+  return true;
+}
+
+/** Decodes a validated view out of its storage bytes into a contiguous host tensor. */
+function decodeView(t: TorchTensor, n: number, raw: Uint8Array): [HostTensor, string] {
+  const info = STORAGES[t.storage.type];
+  const view = new DataView(raw.buffer, raw.byteOffset, raw.byteLength);
+  const shape = [...t.shape];
   const out = (dtype: DType, get: (byteOff: number) => number): HostTensor => {
     const data = dtype === "float32"
       ? new Float32Array(n)
@@ -595,15 +206,15 @@ function materialize(t: TorchTensor, raw: Uint8Array, name: string, file: string
       : dtype === "bool"
       ? new Uint8Array(n)
       : new Int32Array(n);
-    for (let i = 0; i < n; i++) data[i] = get(at(i) * info.bytes);
-    return { dtype, shape: [...t.shape], data };
+    forEachOffset(t, n, (i, off) => data[i] = get(off * info.bytes));
+    return { dtype, shape, data };
   };
   const kind = info.torch;
   switch (kind) {
     case "float32":
-      if (!src && (raw.byteOffset + t.offset * 4) % 4 === 0) {
+      if (isContiguous(t) && (raw.byteOffset + t.offset * 4) % 4 === 0) {
         const data = new Float32Array(raw.buffer, raw.byteOffset + t.offset * 4, n).slice();
-        return [{ dtype: "float32", shape: [...t.shape], data }, kind];
+        return [{ dtype: "float32", shape, data }, kind];
       }
       return [out("float32", (o) => view.getFloat32(o, true)), kind];
     case "float64":
@@ -613,11 +224,12 @@ function materialize(t: TorchTensor, raw: Uint8Array, name: string, file: string
     case "bfloat16":
       return [out("float32", (o) => bf16ToF32(view.getUint16(o, true))), kind];
     case "int64": {
+      // int64 narrows to int32 when every value fits, else widens to float64.
       let fits = true;
-      for (let i = 0; i < n && fits; i++) {
-        const v = view.getBigInt64(at(i) * 8, true);
-        fits = v <= 2147483647n && v >= -2147483648n;
-      }
+      forEachOffset(t, n, (_, off) => {
+        const v = view.getBigInt64(off * 8, true);
+        if (v > 2147483647n || v < -2147483648n) fits = false;
+      });
       return [out(fits ? "int32" : "float64", (o) => Number(view.getBigInt64(o, true))), kind];
     }
     case "int32":
@@ -626,21 +238,81 @@ function materialize(t: TorchTensor, raw: Uint8Array, name: string, file: string
       return [out("int32", (o) => view.getInt16(o, true)), kind];
     case "int8":
       return [out("int32", (o) => view.getInt8(o)), kind];
-    case "uint8":
-      return [out("int32", (o) => view.getUint8(o)), kind];
     case "bool":
       return [out("bool", (o) => (view.getUint8(o) ? 1 : 0)), kind];
+    default:
+      return [out("int32", (o) => view.getUint8(o)), kind];
   }
-  throw new Error(`${file}: '${name}' has unsupported dtype ${kind}`);
-}
-
-/** True when the bytes start like a zip archive (`PK\x03\x04`). */
-export function isZip(bytes: Uint8Array): boolean {
-  return bytes.length >= 4 && bytes[0] === 0x50 && bytes[1] === 0x4b && bytes[2] === 0x03 && bytes[3] === 0x04;
 }
 
 /**
- * Parses the bytes of a `.pth` file; `file` names it in errors.
+ * Materialises the tensors of one archive: storages are read once, on first use; every view is checked before
+ * anything is allocated.
+ */
+class Materializer {
+  private storages = new Map<string, Uint8Array>();
+  private used = new Map<string, number>(); // elements read from each storage by distinct views
+  private views = new Map<string, [HostTensor, string]>();
+
+  constructor(private zip: ZipArchive, private base: string, private file: string) {}
+
+  tensor(t: TorchTensor, name: string): [HostTensor, string] {
+    const fail = (what: string): never => {
+      throw new CheckpointError(`${this.file}: tensor '${name}' ${what}`);
+    };
+    const { storage: s, offset, shape, stride } = t;
+    const info = STORAGES[s.type];
+    const isCount = (x: number) => Number.isSafeInteger(x) && x >= 0;
+    if (shape.length > MAX_RANK || shape.length !== stride.length) {
+      fail(`has shape [${shape.slice(0, 8)}] and stride [${stride.slice(0, 8)}] of different or absurd ranks`);
+    }
+    if (!isCount(offset) || !shape.every(isCount) || !stride.every(isCount)) {
+      fail(`has a bad view: shape [${shape}] stride [${stride}] offset ${offset}`);
+    }
+    const n = shape.reduce((a, b) => a * b, 1);
+    const last = n === 0 ? -1 : shape.reduce((acc, d, i) => acc + (d - 1) * stride[i], offset);
+    if (last >= s.numel) {
+      fail(
+        `[${shape}] stride [${stride}] offset ${offset} reaches element ${last} of its storage ` +
+          `data/${s.key}, which holds ${s.numel}`,
+      );
+    }
+    const id = `${s.key}|${offset}|${shape}|${stride}`;
+    const known = this.views.get(id);
+    if (known) return known;
+    const used = (this.used.get(s.key) ?? 0) + n;
+    if (used > VIEW_BUDGET * Math.max(1, s.numel)) {
+      fail(
+        `[${shape}] stride [${stride}] would read ${n} elements of storage data/${s.key}, which holds ${s.numel} ` +
+          `(its views may read at most ${VIEW_BUDGET}x its size): the file claims more data than it holds`,
+      );
+    }
+    const entryName = `${this.base}data/${s.key}`;
+    const entry = this.zip.entries.get(entryName);
+    if (!entry) fail(`refers to the missing storage ${entryName}`);
+    const want = s.numel * info.bytes;
+    if (entry!.size < want) {
+      fail(
+        `refers to storage ${entryName}, declared as ${s.numel} ${s.type} elements (${want} bytes), ` +
+          `but the archive entry holds ${entry!.size} bytes`,
+      );
+    }
+    let raw = this.storages.get(s.key);
+    if (!raw) {
+      raw = this.zip.read(entry!);
+      this.storages.set(s.key, raw);
+    }
+    this.used.set(s.key, used);
+    const result = decodeView(t, n, raw);
+    this.views.set(id, result);
+    return result;
+  }
+}
+
+/**
+ * Parses the bytes of a `.pth` file; `file` names it in errors. Throws a `CheckpointError` for a file that is
+ * not a zip-format checkpoint, is corrupt, claims more data than it holds, or references a Python global
+ * outside the allowlist (unless `opts.skipUnknownGlobals`).
  *
  * @example
  * ```ts ignore
@@ -649,51 +321,40 @@ export function isZip(bytes: Uint8Array): boolean {
  * console.log(pth.tensors.size, [...pth.skipped.keys()]);
  * ```
  */
-export function parsePth(bytes: Uint8Array, file = "<pth>"): PthFile {
-  if (!isZip(bytes)) {
-    throw new Error(
-      `${file}: not a zip-format PyTorch checkpoint (legacy pre-1.6 torch.save files are not supported; ` +
-        "re-save with a recent PyTorch)",
-    );
-  }
-  let entries: Record<string, Uint8Array>;
-  try {
-    entries = unzipSync(bytes);
-  } catch (e) {
-    throw new Error(`${file}: corrupt zip archive (${(e as Error).message})`);
-  }
-  const pkl = Object.keys(entries).find((k) => k === "data.pkl" || k.endsWith("/data.pkl"));
-  if (!pkl) throw new Error(`${file}: no data.pkl in the archive`);
+export function parsePth(bytes: Uint8Array, file = "<pth>", opts: PthOptions = {}): PthFile {
+  expectFormat(bytes, "pth", file);
+  const zip = new ZipArchive(bytes, file);
+  const pkl = [...zip.entries.keys()].find((k) => k === "data.pkl" || /^[^/]+\/data\.pkl$/.test(k));
+  if (!pkl) throw new CheckpointError(`${file}: no data.pkl in the archive`);
   const base = pkl.slice(0, -"data.pkl".length);
-  const order = entries[`${base}byteorder`];
-  if (order && new TextDecoder().decode(order).trim() === "big") {
-    throw new Error(`${file}: big-endian storages are not supported`);
+  const order = zip.entries.get(`${base}byteorder`);
+  if (order && order.size <= 16 && new TextDecoder().decode(zip.read(order)).trim() === "big") {
+    throw new CheckpointError(`${file}: big-endian storages are not supported`);
   }
-  const root = unpickle(entries[pkl], (pid) => {
-    if (!Array.isArray(pid) || pid[0] !== "storage") throw new Error(`${file}: unknown persistent id ${String(pid)}`);
-    const [, type, key, , numel] = pid as [string, unknown, string, string, number];
-    const typeName = type instanceof PyGlobal ? type.name : String(type);
-    return { kind: "storage", type: typeName, key: String(key), numel: Number(numel) } satisfies StorageRef;
-  }, `${file}:${pkl}`);
+  const root = unpickle(zip.read(zip.entries.get(pkl)!), storageLoader(file), `${file}:${pkl}`, {
+    callables: torchCallables(file),
+    allowed: ALLOWED,
+    skipUnknownGlobals: opts.skipUnknownGlobals,
+  });
 
   const result: PthFile = { tensors: new Map(), torchDtypes: new Map(), values: new Map(), skipped: new Map(), root };
+  const tensors = new Materializer(zip, base, file);
   const seen = new Set<unknown>();
-  const walk = (x: unknown, name: string) => {
+  const walk = (x: unknown, name: string, depth: number) => {
+    if (depth > MAX_NESTING) throw new CheckpointError(`${file}: '${name.slice(0, 80)}...' nests too deep`);
     const child = (k: unknown) => (name ? `${name}.${String(k)}` : String(k));
     if (x instanceof TorchTensor) {
-      const raw = entries[`${base}data/${x.storage.key}`];
-      if (!raw) throw new Error(`${file}: '${name}' refers to the missing storage data/${x.storage.key}`);
-      const [host, torchDtype] = materialize(x, raw, name, file);
+      const [host, torchDtype] = tensors.tensor(x, name);
       result.tensors.set(name, host);
       result.torchDtypes.set(name, torchDtype);
     } else if (x instanceof Map) {
       if (seen.has(x)) return;
       seen.add(x);
-      for (const [k, v] of x) walk(v, child(k));
+      for (const [k, v] of x) walk(v, child(k), depth + 1);
     } else if (Array.isArray(x)) {
       if (seen.has(x)) return;
       seen.add(x);
-      x.forEach((v, i) => walk(v, child(i)));
+      x.forEach((v, i) => walk(v, child(i), depth + 1));
     } else if (x instanceof PyObject) {
       result.skipped.set(name, x.typeName);
     } else if (x instanceof PyGlobal) {
@@ -709,13 +370,13 @@ export function parsePth(bytes: Uint8Array, file = "<pth>"): PthFile {
       result.skipped.set(name, typeof x);
     }
   };
-  walk(root, "");
+  walk(root, "", 0);
   return result;
 }
 
 /**
  * Reads a `.pth` checkpoint into named host tensors (dotted paths), scalar values and the names of skipped
- * objects.
+ * objects. See `parsePth` for what is refused.
  *
  * @example
  * ```ts ignore
@@ -724,14 +385,14 @@ export function parsePth(bytes: Uint8Array, file = "<pth>"): PthFile {
  * const teacher = stateDict(ckpt.tensors, "teacher"); // backbone.*, head.* (a leading `module.` removed)
  * ```
  */
-export async function loadPth(path: string): Promise<PthFile> {
+export async function loadPth(path: string, opts: PthOptions = {}): Promise<PthFile> {
   let bytes: Uint8Array;
   try {
     bytes = await Deno.readFile(path);
   } catch (e) {
-    throw new Error(`loadPth: cannot read '${path}': ${(e as Error).message}`);
+    throw new CheckpointError(`loadPth: cannot read '${path}': ${(e as Error).message}`);
   }
-  return parsePth(bytes, path);
+  return parsePth(bytes, path, opts);
 }
 
 /**

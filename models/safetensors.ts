@@ -9,6 +9,7 @@ import type { Backend } from "../ops/backend.ts";
 import { defaultBackend } from "../ops/backends.ts";
 import { allocHost, type DType, type HostArray } from "../ops/dtype.ts";
 import { fmt, size } from "../ops/shape.ts";
+import { CheckpointError, expectFormat, sniffFormat } from "./format.ts";
 
 /** One decoded entry: host data in one of our dtypes (F16/BF16 widen to float32, I64 narrows to int32). */
 export interface HostTensor {
@@ -26,6 +27,8 @@ export interface SafetensorsFile {
   tensors: Map<string, HostTensor>;
   /** The `__metadata__` strings. */
   metadata: Record<string, string>;
+  /** The stored dtype of each tensor (`F16`, `I64`, ...). */
+  dtypes: Map<string, string>;
 }
 
 const BYTES: Record<string, number> = {
@@ -84,7 +87,7 @@ function decode(dtype: string, shape: number[], bytes: Uint8Array, name: string,
       return out("int32", (i) => {
         const v = view.getBigInt64(i * 8, true);
         if (v > 2147483647n || v < -2147483648n) {
-          throw new RangeError(`${file}: '${name}' has an int64 value outside int32`);
+          throw new CheckpointError(`${file}: tensor '${name}' has an int64 value outside int32`);
         }
         return Number(v);
       });
@@ -95,11 +98,105 @@ function decode(dtype: string, shape: number[], bytes: Uint8Array, name: string,
     case "BOOL":
       return out("bool", (i) => (bytes[i] ? 1 : 0));
   }
-  throw new TypeError(`${file}: tensor '${name}' has unsupported dtype ${dtype}`);
+  throw new CheckpointError(`${file}: tensor '${name}' has unsupported dtype ${dtype}`);
+}
+
+/** The largest JSON header read (the format's own limit). */
+const MAX_HEADER_BYTES = 100_000_000;
+
+/** One validated header entry. */
+interface HeaderEntry {
+  name: string;
+  dtype: string;
+  shape: number[];
+  start: number;
+  end: number;
 }
 
 /**
- * Parses safetensors bytes; `file` names the source in errors.
+ * Parses and validates a safetensors header by the format's rules: a JSON object (after the 8-byte length, within
+ * the file) whose entries each have a known `dtype`, a `shape` of non-negative integers and `data_offsets`
+ * `[begin, end]` with `end - begin` = elements × dtype size; sorted by offset, the entries tile the data buffer
+ * exactly (no overlap, no gap, nothing past its end). `__metadata__` maps strings to strings.
+ */
+function parseHeader(bytes: Uint8Array, file: string): {
+  entries: HeaderEntry[];
+  metadata: Record<string, string>;
+  base: number;
+} {
+  const fail = (what: string): never => {
+    throw new CheckpointError(`${file}: ${what}`);
+  };
+  const format = sniffFormat(bytes);
+  if (format === "pth" || format === "legacy-pth" || format === "pickle") expectFormat(bytes, "safetensors", file);
+  if (bytes.byteLength < 8) fail("not a safetensors file (shorter than 8 bytes)");
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  const len = view.getBigUint64(0, true);
+  if (len > BigInt(bytes.byteLength - 8)) {
+    fail(`corrupt safetensors header length ${len} (the file has ${bytes.byteLength - 8} bytes after it)`);
+  }
+  if (len > MAX_HEADER_BYTES) fail(`safetensors header length ${len} exceeds the format's limit ${MAX_HEADER_BYTES}`);
+  const headerLen = Number(len);
+  if (bytes[8] !== 0x7b) fail("corrupt safetensors header (it does not start with '{')");
+  let header: unknown; // an object: the text starts with '{' and parses
+  try {
+    header = JSON.parse(new TextDecoder("utf-8", { fatal: true }).decode(bytes.subarray(8, 8 + headerLen)));
+  } catch (e) {
+    fail(`corrupt safetensors header (${(e as Error).message})`);
+  }
+  const base = 8 + headerLen;
+  const dataLen = bytes.byteLength - base;
+  const entries: HeaderEntry[] = [];
+  let metadata: Record<string, string> = {};
+  const isObject = (x: unknown): x is Record<string, unknown> =>
+    x !== null && typeof x === "object" && !Array.isArray(x);
+  const isCount = (x: unknown): x is number => typeof x === "number" && Number.isSafeInteger(x) && x >= 0;
+  for (const [name, entry] of Object.entries(header as Record<string, unknown>)) {
+    if (name === "__metadata__") {
+      if (!isObject(entry) || !Object.values(entry).every((v) => typeof v === "string")) {
+        fail("__metadata__ is not an object of strings");
+      }
+      metadata = entry as Record<string, string>;
+      continue;
+    }
+    const bad = (what: string): never => fail(`tensor '${name}' ${what}`);
+    if (!isObject(entry)) bad(`is ${JSON.stringify(entry)?.slice(0, 40)}, not an object`);
+    const { dtype, shape, data_offsets: offsets } = entry as Record<string, unknown>;
+    if (typeof dtype !== "string" || !BYTES[dtype]) bad(`has unsupported dtype ${JSON.stringify(dtype)}`);
+    if (!Array.isArray(shape) || !shape.every(isCount)) {
+      bad(`has shape ${JSON.stringify(shape)} (dimensions must be non-negative integers)`);
+    }
+    if (!Array.isArray(offsets) || offsets.length !== 2 || !offsets.every(isCount)) {
+      bad(`has data_offsets ${JSON.stringify(offsets)} (two non-negative integers)`);
+    }
+    const [start, end] = offsets as [number, number];
+    if (start > end) bad(`has data_offsets [${start}, ${end}] out of order`);
+    if (end > dataLen) bad(`has data_offsets [${start}, ${end}] past the ${dataLen} data bytes of the file`);
+    const want = size(shape as number[]) * BYTES[dtype as string];
+    if (end - start !== want) {
+      bad(
+        `${dtype}${fmt(shape as number[])} needs ${want} bytes, but its data_offsets [${start}, ${end}] hold ` +
+          `${end - start}`,
+      );
+    }
+    entries.push({ name, dtype: dtype as string, shape: shape as number[], start, end });
+  }
+  const sorted = [...entries].sort((a, b) => a.start - b.start || a.end - b.end);
+  let at = 0;
+  for (const e of sorted) {
+    if (e.start < at) fail(`tensor '${e.name}' data_offsets [${e.start}, ${e.end}] overlap another tensor's`);
+    if (e.start > at) {
+      fail(`tensor '${e.name}' data_offsets [${e.start}, ${e.end}] leave bytes ${at}..${e.start} unused`);
+    }
+    at = e.end;
+  }
+  if (at !== dataLen) fail(`${dataLen - at} bytes after the last tensor's data are not described by the header`);
+  return { entries, metadata, base };
+}
+
+/**
+ * Parses safetensors bytes; `file` names the source in errors. The header is validated by the format's rules
+ * (see `CheckpointError` for what a refused file reports).
  *
  * @example
  * ```ts ignore
@@ -109,42 +206,14 @@ function decode(dtype: string, shape: number[], bytes: Uint8Array, name: string,
  * ```
  */
 export function parseSafetensors(bytes: Uint8Array, file = "<bytes>"): SafetensorsFile {
-  if (bytes.byteLength < 8) throw new Error(`${file}: not a safetensors file (shorter than 8 bytes)`);
-  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-  const headerLen = Number(view.getBigUint64(0, true));
-  if (headerLen > bytes.byteLength - 8) throw new Error(`${file}: corrupt safetensors header length ${headerLen}`);
-  let header: Record<
-    string,
-    { dtype: string; shape: number[]; data_offsets: [number, number] } | Record<string, string>
-  >;
-  try {
-    header = JSON.parse(new TextDecoder().decode(bytes.subarray(8, 8 + headerLen)));
-  } catch (e) {
-    throw new Error(`${file}: corrupt safetensors header (${(e as Error).message})`);
-  }
-  const base = 8 + headerLen;
+  const { entries, metadata, base } = parseHeader(bytes, file);
   const tensors = new Map<string, HostTensor>();
-  let metadata: Record<string, string> = {};
-  for (const [name, entry] of Object.entries(header)) {
-    if (name === "__metadata__") {
-      metadata = entry as Record<string, string>;
-      continue;
-    }
-    const { dtype, shape, data_offsets: [start, end] } = entry as {
-      dtype: string;
-      shape: number[];
-      data_offsets: [number, number];
-    };
-    const width = BYTES[dtype];
-    if (!width) throw new TypeError(`${file}: tensor '${name}' has unsupported dtype ${dtype}`);
-    if (end - start !== size(shape) * width || base + end > bytes.byteLength) {
-      throw new Error(
-        `${file}: tensor '${name}' ${dtype}${fmt(shape)} has inconsistent data offsets [${start}, ${end}]`,
-      );
-    }
+  const dtypes = new Map<string, string>();
+  for (const { name, dtype, shape, start, end } of entries) {
     tensors.set(name, decode(dtype, shape, bytes.subarray(base + start, base + end), name, file));
+    dtypes.set(name, dtype);
   }
-  return { tensors, metadata };
+  return { tensors, metadata, dtypes };
 }
 
 const CODE: Record<DType, string> = { float32: "F32", float64: "F64", int32: "I32", uint32: "U32", bool: "BOOL" };
@@ -244,7 +313,7 @@ export async function loadSafetensors(
   try {
     bytes = await Deno.readFile(path);
   } catch (e) {
-    throw new Error(`loadSafetensors: cannot read '${path}': ${(e as Error).message}`);
+    throw new CheckpointError(`loadSafetensors: cannot read '${path}': ${(e as Error).message}`);
   }
   const file = parseSafetensors(bytes, path);
   const backend = opts.backend ?? defaultBackend();

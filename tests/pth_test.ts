@@ -5,7 +5,9 @@
  * 2 and 4.
  */
 import assert from "node:assert/strict";
-import { loadPth, parsePth, readCheckpoint, stateDict, unpickle } from "../mod.ts";
+import { CheckpointError, loadPth, parsePth, readCheckpoint, stateDict, unpickle } from "../mod.ts";
+import { ZipArchive } from "../models/zip.ts";
+import { zip } from "./pth_util.ts";
 
 const DIR = new URL("./fixtures/pth/", import.meta.url);
 const EXPECTED = JSON.parse(await Deno.readTextFile(new URL("expected.json", DIR))) as {
@@ -56,7 +58,10 @@ Deno.test("pth: stateDict selects student/teacher and strips module.", async () 
 });
 
 Deno.test("pth: clear errors for non-zip and corrupt files", () => {
-  assert.throws(() => parsePth(new Uint8Array([0x80, 2, 0x7d, 0x2e]), "old.pth"), /old\.pth: not a zip-format/);
+  assert.throws(
+    () => parsePth(new Uint8Array([0x80, 2, 0x7d, 0x2e]), "old.pth"),
+    /old\.pth: expected a PyTorch \.pth checkpoint \(zip\), but this is a bare Python pickle/,
+  );
   assert.throws(() => parsePth(new Uint8Array([0x50, 0x4b, 3, 4, 0, 0]), "bad.pth"), /bad\.pth/);
 });
 
@@ -69,4 +74,49 @@ Deno.test("pth: unpickler basics (protocol 0 text opcodes, memo, nested containe
   // LONG1 with a value beyond 2^53 stays exact as a bigint: pickle.dumps(2**70, protocol=2)
   const big = new Uint8Array([0x80, 2, 0x8a, 9, 0, 0, 0, 0, 0, 0, 0, 0, 0x40, 0x2e]);
   assert.equal(unpickle(big, () => null), 2n ** 70n);
+});
+
+Deno.test("pth: a zip64 archive (sizes and offsets in zip64 fields) reads as the plain one", () => {
+  const bytes = Deno.readFileSync(new URL("checkpoint.pth", DIR));
+  const archive = new ZipArchive(bytes, "checkpoint.pth");
+  const entries = [...archive.entries.values()].map((e) => ({ name: e.name, data: archive.read(e).slice() }));
+  const plain = parsePth(zip(entries), "plain.pth");
+  const wide = parsePth(zip(entries, true), "zip64.pth");
+  assert.deepEqual([...wide.tensors], [...plain.tensors]);
+  assert.equal(plain.tensors.size, Object.keys(EXPECTED.tensors).length);
+});
+
+Deno.test("pth: 600 structural mutations of the fixtures' pickles are read or refused with a CheckpointError", () => {
+  const archives = ["checkpoint.pth", "checkpoint_proto4.pth", "swin_tiny.pth"].map((f) => {
+    const bytes = Deno.readFileSync(new URL(f, DIR));
+    const archive = new ZipArchive(bytes, f);
+    return [...archive.entries.values()].map((e) => ({ name: e.name, data: archive.read(e).slice() }));
+  });
+  let seed = 7;
+  const rand = (n: number) => Math.floor((seed = (seed * 1103515245 + 12345) & 0x7fffffff) / 0x80000000 * n);
+  const outcomes = { read: 0, refused: 0 };
+  const t0 = performance.now();
+  for (let it = 0; it < 600; it++) {
+    const entries = archives[it % 3].map((e) => ({ ...e }));
+    const pkl = entries.find((e) => e.name.endsWith("/data.pkl"))!;
+    const p = Array.from(pkl.data);
+    for (let k = 0, edits = 1 + rand(3); k < edits; k++) {
+      const at = rand(p.length), len = 1 + rand(12), how = rand(4);
+      if (how === 0) p.splice(at, len); // delete
+      else if (how === 1) p.splice(at, 0, ...p.slice(rand(p.length)).slice(0, len)); // duplicate a run
+      else if (how === 2) p.splice(at, 0, ...Array.from({ length: len }, () => rand(256))); // insert noise
+      else p[at] = rand(256);
+    }
+    pkl.data = new Uint8Array(p);
+    try {
+      parsePth(zip(entries), `mutant${it}.pth`);
+      outcomes.read++;
+    } catch (e) {
+      if (!(e instanceof CheckpointError)) throw new Error(`mutant ${it}: ${(e as Error).stack}`);
+      assert.match(e.message, new RegExp(`^mutant${it}\\.pth`));
+      outcomes.refused++;
+    }
+  }
+  assert.ok(outcomes.read > 0 && outcomes.refused > 0, JSON.stringify(outcomes));
+  assert.ok(performance.now() - t0 < 20_000, `${performance.now() - t0} ms`);
 });

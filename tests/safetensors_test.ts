@@ -1,5 +1,15 @@
 import assert from "node:assert/strict";
-import { cpu, loadSafetensors, parseSafetensors, saveSafetensors, tensor, tree } from "../mod.ts";
+import {
+  CheckpointError,
+  cpu,
+  encodeSafetensors,
+  loadSafetensors,
+  parseSafetensors,
+  saveSafetensors,
+  sniffFormat,
+  tensor,
+  tree,
+} from "../mod.ts";
 
 const FIX = new URL("./fixtures/", import.meta.url);
 
@@ -40,4 +50,36 @@ Deno.test("safetensors: corrupt input names the file", () => {
   const bytes = new Uint8Array(16);
   new DataView(bytes.buffer).setBigUint64(0, 1000n, true);
   assert.throws(() => parseSafetensors(bytes, "short.safetensors"), /short\.safetensors: corrupt/);
+});
+
+Deno.test("safetensors: 2000 mutations of a fixture's header are read or refused with a CheckpointError", () => {
+  const src = Deno.readFileSync(new URL("rgb/inputs.safetensors", FIX));
+  const headerLen = Number(new DataView(src.buffer).getBigUint64(0, true));
+  const chars = [...'{}[]",:-0123456789.e '].map((c) => c.charCodeAt(0));
+  let seed = 3;
+  const rand = (n: number) => Math.floor((seed = (seed * 1103515245 + 12345) & 0x7fffffff) / 0x80000000 * n);
+  const outcomes = { read: 0, refused: 0 };
+  for (let it = 0; it < 2000; it++) {
+    const b = src.slice();
+    for (let k = 0, edits = 1 + rand(3); k < edits; k++) b[8 + rand(headerLen)] = chars[rand(chars.length)];
+    if (it % 10 === 0) b[rand(8)] = rand(256); // the length too
+    try {
+      parseSafetensors(b, `mutant${it}.safetensors`);
+      outcomes.read++;
+    } catch (e) {
+      if (!(e instanceof CheckpointError)) throw new Error(`mutant ${it}: ${(e as Error).stack}`);
+      assert.match(e.message, new RegExp(`^mutant${it}\\.safetensors: `));
+      outcomes.refused++;
+    }
+  }
+  assert.ok(outcomes.read > 0 && outcomes.refused > 0, JSON.stringify(outcomes));
+});
+
+Deno.test("safetensors: a header of 640 bytes (the file starts 0x80 0x02, like a pickle) is read as safetensors", () => {
+  const bytes = encodeSafetensors([["w", { dtype: "float32", shape: [1], data: new Float32Array([2.5]) }]], {
+    pad: "x".repeat(560), // makes the header 640 = 0x280 bytes
+  });
+  assert.deepEqual([...bytes.subarray(0, 2)], [0x80, 2]);
+  assert.equal(sniffFormat(bytes), "safetensors");
+  assert.deepEqual([...parseSafetensors(bytes, "w.safetensors").tensors.get("w")!.data], [2.5]);
 });

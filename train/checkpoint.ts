@@ -10,13 +10,10 @@ import type { Backend } from "../ops/backend.ts";
 import { fromTyped } from "../ops/create.ts";
 import { fmt } from "../ops/shape.ts";
 import { encodeSafetensors, type HostTensor, parseSafetensors, writeFileAtomic } from "../models/safetensors.ts";
-import { InputError } from "../errors.ts";
+import { CheckpointError } from "../models/format.ts";
 
-/** A checkpoint that cannot be loaded: unreadable, not a training checkpoint, bad metadata, or not this model's. */
-export class CheckpointError extends InputError {
-  /** Always `"CheckpointError"`. */
-  override name = "CheckpointError";
-}
+// One error class for every checkpoint problem, whether the file's format or its fit to this training run.
+export { CheckpointError };
 
 /** Metadata stored with a checkpoint. `iteration` is the number of completed steps. */
 export interface CheckpointMeta {

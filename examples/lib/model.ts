@@ -11,7 +11,8 @@ import type { Backend } from "../../ops/backend.ts";
 import * as api from "../../ops/api.ts";
 import * as nn from "../../ops/nn.ts";
 import * as random from "../../ops/random.ts";
-import { parseSafetensors } from "../../models/safetensors.ts";
+import { parseSafetensors, type SafetensorsFile } from "../../models/safetensors.ts";
+import { CheckpointError } from "../../models/format.ts";
 import { fromTyped } from "../../ops/create.ts";
 import {
   attention,
@@ -146,8 +147,18 @@ export async function loadBackbone(src: BackboneSource, backend: Backend): Promi
   return await fromWeights(src, backend);
 }
 
+/** A safetensors file a flag names; a wrong format or a corrupt file is a usage error naming both. */
+function parseFlagFile(bytes: Uint8Array, path: string, flag: string): SafetensorsFile {
+  try {
+    return parseSafetensors(bytes, path);
+  } catch (e) {
+    if (e instanceof CheckpointError) throw new UsageError(`${flag} ${e.message}`);
+    throw e;
+  }
+}
+
 async function fromCheckpoint(path: string, backend: Backend, student: boolean): Promise<Backbone> {
-  const file = parseSafetensors(await readBytes(path, "--checkpoint"), path);
+  const file = parseFlagFile(await readBytes(path, "--checkpoint"), path, "--checkpoint");
   if (file.metadata.format !== "ibot-ts-checkpoint" || !file.metadata.meta) {
     throw new UsageError(
       `--checkpoint ${path}: not an ibot-ts training checkpoint (for a file of backbone parameters use --weights)`,
@@ -186,7 +197,7 @@ async function fromCheckpoint(path: string, backend: Backend, student: boolean):
 
 async function fromWeights(src: BackboneSource, backend: Backend): Promise<Backbone> {
   const path = src.weights!;
-  const file = parseSafetensors(await readBytes(path, "--weights"), path);
+  const file = parseFlagFile(await readBytes(path, "--weights"), path, "--weights");
   const names = [...file.tensors.keys()];
   const prefix = ["teacher.backbone.", "backbone.", "module.backbone.", ""].find((p) =>
     names.includes(`${p}patch_embed.proj.weight`)

@@ -227,3 +227,5 @@ export {
 export { knnAccuracy, type KnnOptions } from "./train/knn.ts";
 export { type CheckpointMeta, loadCheckpoint, saveCheckpoint } from "./train/checkpoint.ts";
 export { DataError, InputError } from "./errors.ts";
+/** The type of a data-parallel job; the collectives themselves live in `distributed/mod.ts` (imported on demand). */
+export type { Communicator } from "./distributed/mod.ts";

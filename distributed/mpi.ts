@@ -33,8 +33,6 @@ const ERRORS_RETURN = 0x54000001;
 const THREAD_SERIALIZED = 2;
 const MAX_ERROR_STRING = 512;
 const MAX_LIBRARY_VERSION_STRING = 8192;
-/** `MPI_IN_PLACE` is `(void *) -1`. */
-const IN_PLACE = Deno.UnsafePointer.create(0xffffffffffffffffn);
 
 /** The library names tried, in order; `IBOT_MPI_LIBRARY`-style overrides go through `openMpi(path)`. */
 export const MPICH_LIBRARIES = ["libmpich.so.12", "libmpi.so.12"] as const;
@@ -125,6 +123,7 @@ export function openMpi(path?: string): Mpi {
     );
   }
   const version = `MPICH ${versionText.match(/Version:\s*([^\s]+)/)?.[1] ?? "?"}`;
+  const inPlace = Deno.UnsafePointer.create(0xffffffffffffffffn); // MPI_IN_PLACE is (void *) -1
 
   const flag = new Int32Array(1);
   s.MPI_Initialized(flag);
@@ -149,7 +148,7 @@ export function openMpi(path?: string): Mpi {
     version,
     async allReduce(buf, op) {
       if (buf.length === 0) return;
-      check(s, await s.MPI_Allreduce(IN_PLACE, buf, buf.length, datatypeOf(buf), OP[op], COMM_WORLD), "MPI_Allreduce");
+      check(s, await s.MPI_Allreduce(inPlace, buf, buf.length, datatypeOf(buf), OP[op], COMM_WORLD), "MPI_Allreduce");
     },
     async broadcast(buf, root) {
       if (buf.length === 0) return;

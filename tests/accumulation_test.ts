@@ -103,9 +103,16 @@ Deno.test("per-image keys: a subset of the images gets the draws it gets in the 
     const all = random.foldIn(step, idx([0, 1, 2, 3]));
     const some = random.foldIn(step, idx([2, 3]));
     // foldIn by a vector = foldIn by each integer; a batch of keys draws row j as key j alone would.
-    const [allK, someK, one] = await readAll([all, some, random.foldIn(step, 3)]);
+    const [allK, someK, one, batchOfOne] = await readAll([
+      all,
+      some,
+      random.foldIn(step, 3),
+      random.foldIn(step, idx([3])),
+    ]);
     assert.deepEqual(Array.from(someK), Array.from(allK).slice(4));
     assert.deepEqual(Array.from(one), Array.from(allK).slice(6));
+    assert.deepEqual(random.foldIn(step, idx([3])).shape, [1, 2], "a vector of one integer gives a batch of one key");
+    assert.deepEqual(Array.from(batchOfOne), Array.from(one));
     const [bitsAll, bitsSome, bitsOne] = await readAll([
       random.randomBits(all, [5]),
       random.randomBits(some, [5]),

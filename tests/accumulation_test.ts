@@ -67,7 +67,7 @@ function assertSameState(got: Map<string, HostTensor>, want: Map<string, HostTen
   assert.ok(worst.r <= 1, `${what}: ${worst.at}`);
 }
 
-Deno.test("accumulation: 4 micro-batches of 2 equal one batch of 8 for 2 steps (CPU and WebGPU); resume mid-run is bit-exact", async () => {
+Deno.test("accumulation: 4 micro-batches of 2 (and 8 of 1 on CPU) equal one batch of 8 for 2 steps (CPU and WebGPU); resume mid-run is bit-exact", async () => {
   for (const backend of [cpu, await gpu()]) {
     const dirs = await Promise.all([0, 1, 2].map(() => Deno.makeTempDir()));
     const whole = await run(backend, { steps: 2, out: dirs[0] });
@@ -76,6 +76,12 @@ Deno.test("accumulation: 4 micro-batches of 2 equal one batch of 8 for 2 steps (
     whole.losses.forEach((l, i) => assert.ok(Math.abs(micro.losses[i] - l) <= 1e-5 * Math.abs(l), `loss ${i}`));
     assertSameState(micro.tensors, whole.tensors, `${backend.name} micro vs whole`);
     if (backend === cpu) {
+      // Micro-batches of one image (batches of one key) too.
+      const dir = await Deno.makeTempDir();
+      const single = await run(backend, { steps: 2, microBatch: 1, out: dir });
+      whole.losses.forEach((l, i) => assert.ok(Math.abs(single.losses[i] - l) <= 1e-5 * Math.abs(l), `loss ${i}`));
+      assertSameState(single.tensors, whole.tensors, "cpu micro-batch 1 vs whole");
+      await Deno.remove(dir, { recursive: true });
       // Interrupted after step 1 and resumed with micro-batches: identical to the uninterrupted accumulated run
       // (the loop is backend-independent; tests/pretrain_test.ts checks resume on WebGPU).
       await run(backend, { steps: 1, microBatch: 2, out: dirs[2] });

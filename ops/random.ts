@@ -64,8 +64,8 @@ export function split(key: Tensor, n = 2): Tensor[] {
 
 /**
  * A key derived from `key` and an integer (a number, or a traced scalar such as the step counter). With a
- * vector of integers `[n]` (or a batch of keys `[n, 2]`) it gives a batch of keys `[n, 2]`, row j equal to
- * `foldIn` of key j and integer j: e.g. one key per image, `foldIn(stepKey, imageIndices)`.
+ * vector of integers `[n]` (also for n = 1), or a batch of keys `[n, 2]`, it gives a batch of keys `[n, 2]`,
+ * row j equal to `foldIn` of key j and integer j: e.g. one key per image, `foldIn(stepKey, imageIndices)`.
  *
  * @example
  * ```ts
@@ -78,7 +78,7 @@ export function foldIn(key: Tensor, data: number | Tensor): Tensor {
   let d = typeof data === "number"
     ? api.scalarLike(data >>> 0, key)
     : api.cast(data.dtype === "float32" ? api.floor(data) : data, "uint32");
-  if (d.size === 1) d = api.reshape(d, []);
+  if (d.size === 1 && d.rank !== 1) d = api.reshape(d, []); // a vector, even of one, is one integer per key
   if (d.rank > 1 || (d.rank === 1 && key.rank === 2 && key.shape[0] !== d.shape[0])) {
     throw new RangeError(
       `foldIn: data must be a scalar or one integer per key, got ${fmt(d.shape)} for ${fmt(key.shape)}`,

@@ -34,7 +34,7 @@ async function run(backend: Backend, opts: { steps: number; microBatch?: number;
 /** The largest lr of the two steps (no warm-up): base lr · batch / 256. */
 const LR = (config().lr * 8) / 256;
 
-Deno.test("accumulation: 4 micro-batches of 2 equal one batch of 8 for 2 steps (CPU and WebGPU); resume mid-run is bit-exact", async () => {
+Deno.test("accumulation: 4 micro-batches of 2 (and 8 of 1 on CPU) equal one batch of 8 for 2 steps (CPU and WebGPU); resume mid-run is bit-exact", async () => {
   for (const backend of [cpu, await gpu()]) {
     const dirs = await Promise.all([0, 1, 2].map(() => Deno.makeTempDir()));
     const whole = await run(backend, { steps: 2, out: dirs[0] });
@@ -43,6 +43,12 @@ Deno.test("accumulation: 4 micro-batches of 2 equal one batch of 8 for 2 steps (
     whole.losses.forEach((l, i) => assert.ok(Math.abs(micro.losses[i] - l) <= 1e-5 * Math.abs(l), `loss ${i}`));
     assertSameState(micro.tensors, whole.tensors, LR, `${backend.name} micro vs whole`);
     if (backend === cpu) {
+      // Micro-batches of one image (batches of one key) too.
+      const dir = await Deno.makeTempDir();
+      const single = await run(backend, { steps: 2, microBatch: 1, out: dir });
+      whole.losses.forEach((l, i) => assert.ok(Math.abs(single.losses[i] - l) <= 1e-5 * Math.abs(l), `loss ${i}`));
+      assertSameState(single.tensors, whole.tensors, LR, "cpu micro-batch 1 vs whole");
+      await Deno.remove(dir, { recursive: true });
       // Interrupted after step 1 and resumed with micro-batches: identical to the uninterrupted accumulated run
       // (the loop is backend-independent; tests/pretrain_test.ts checks resume on WebGPU).
       await run(backend, { steps: 1, microBatch: 2, out: dirs[2] });
@@ -70,9 +76,16 @@ Deno.test("per-image keys: a subset of the images gets the draws it gets in the 
     const all = random.foldIn(step, idx([0, 1, 2, 3]));
     const some = random.foldIn(step, idx([2, 3]));
     // foldIn by a vector = foldIn by each integer; a batch of keys draws row j as key j alone would.
-    const [allK, someK, one] = await readAll([all, some, random.foldIn(step, 3)]);
+    const [allK, someK, one, batchOfOne] = await readAll([
+      all,
+      some,
+      random.foldIn(step, 3),
+      random.foldIn(step, idx([3])),
+    ]);
     assert.deepEqual(Array.from(someK), Array.from(allK).slice(4));
     assert.deepEqual(Array.from(one), Array.from(allK).slice(6));
+    assert.deepEqual(random.foldIn(step, idx([3])).shape, [1, 2], "a vector of one integer gives a batch of one key");
+    assert.deepEqual(Array.from(batchOfOne), Array.from(one));
     const [bitsAll, bitsSome, bitsOne] = await readAll([
       random.randomBits(all, [5]),
       random.randomBits(some, [5]),

@@ -177,28 +177,31 @@ function specOf(b: VitConfig | BackboneSpec): BackboneSpec {
 export function initState(cfg: PretrainConfig, vc: VitConfig, key: Tensor): IbotState<VitParams, HeadParams>;
 export function initState(cfg: PretrainConfig, spec: VitConfig | BackboneSpec, key: Tensor): State;
 export function initState(cfg: PretrainConfig, b: VitConfig | BackboneSpec, key: Tensor): State {
-  const spec = specOf(b);
-  const [kb, kh, kstate] = random.split(key, 3);
-  const student = {
-    backbone: initBackbone(kb, spec),
-    head: initHead(kh, { inDim: backboneDim(spec), ...cfg.head }),
-  };
-  // The teacher has no mask token: `masked_embed` is outside the EMA (spec §7.4).
-  const { masked_embed: _unused, ...tb } = student.backbone as BackboneParams & { masked_embed?: Tensor };
-  const copy = (t: Tensor) => slice(t, t.shape.map(() => 0)).add(0); // a distinct buffer with equal values
-  const teacher = {
-    backbone: treeMap(copy, tb) as unknown as BackboneParams,
-    head: treeMap(copy, student.head) as unknown as HeadParams,
-  };
-  const K = cfg.head.outDim;
-  return {
-    student,
-    teacher,
-    opt: adamwInit(student),
-    center: zeros([1, K], { backend: key.backend }),
-    center2: zeros([1, 1, K], { backend: key.backend }),
-    key: kstate,
-  };
+  // The initialisers' temporaries are freed here, not left to the garbage collector (GiBs for a ViT-S/16 on a GPU).
+  return tidy(() => {
+    const spec = specOf(b);
+    const [kb, kh, kstate] = random.split(key, 3);
+    const student = {
+      backbone: initBackbone(kb, spec),
+      head: initHead(kh, { inDim: backboneDim(spec), ...cfg.head }),
+    };
+    // The teacher has no mask token: `masked_embed` is outside the EMA (spec §7.4).
+    const { masked_embed: _unused, ...tb } = student.backbone as BackboneParams & { masked_embed?: Tensor };
+    const copy = (t: Tensor) => slice(t, t.shape.map(() => 0)).add(0); // a distinct buffer with equal values
+    const teacher = {
+      backbone: treeMap(copy, tb) as unknown as BackboneParams,
+      head: treeMap(copy, student.head) as unknown as HeadParams,
+    };
+    const K = cfg.head.outDim;
+    return {
+      student,
+      teacher,
+      opt: adamwInit(student),
+      center: zeros([1, K], { backend: key.backend }),
+      center2: zeros([1, 1, K], { backend: key.backend }),
+      key: kstate,
+    };
+  });
 }
 
 /**

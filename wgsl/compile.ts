@@ -2,7 +2,8 @@
  * Compiles a traced graph into a static WebGPU plan:
  * 1. elementwise (`map`) equations are fused into the single consumer that has their shape, so a chain of
  *    elementwise ops becomes one kernel;
- * 2. every intermediate gets a buffer slot assigned by liveness (slots are reused, peak bytes are known);
+ * 2. every intermediate gets a buffer slot assigned by liveness (slots are reused, peak bytes are known and
+ *    checked against the device's limits before any buffer is created: `memory.ts`);
  * 3. pipelines and the bind groups of steps that touch only intermediates and constants are built ahead.
  * A call writes scalar inputs, binds argument and output buffers, encodes every dispatch into one compute
  * pass, submits once and returns without awaiting.
@@ -16,6 +17,8 @@ import { RULES } from "../ops/table.ts";
 import { broadcastStrides, mergeDims, size } from "../ops/shape.ts";
 import { preferMatmulLayouts } from "./layout.ts";
 import { type GpuBuf, gpuBytes, lower, QUERIES_PER_SET, type WebGpuBackend } from "./backend.ts";
+import type { PlanMemory } from "../autograd/memory.ts";
+import { assignSlots, checkDeviceMemory, webGpuPlanMemory } from "./memory.ts";
 import { elementwiseKernel, offsetOf, WG } from "./codegen.ts";
 import { type ElementSource, reduceKernel } from "./reduce.ts";
 import { PRELUDE, wgslType } from "./types.ts";
@@ -72,8 +75,10 @@ export interface PlanStats {
   fusedEqns: number;
   /** Bytes of the intermediate slots (the static part of the plan). */
   slotBytes: number;
-  /** Peak bytes alive during a call: slots + arguments + outputs + constants. */
+  /** Peak bytes alive during a call: slots + arguments + outputs (not written into donated arguments) + constants. */
   peakBytes: number;
+  /** The peak's parts and the largest tensors. */
+  memory: PlanMemory;
 }
 
 const isMap = (e: Eqn) => RULES[e.prim].wgsl.kind === "map";
@@ -414,12 +419,32 @@ fn main(@builtin(global_invocation_id) g: vec3<u32>, @builtin(num_workgroups) nw
   return { code, threads: n / 4, workgroupSize: WG };
 }
 
-/** Compiles a graph for the WebGPU backend. */
-export function compileWebGpu(
+/** A graph planned for WebGPU (kernels, donation, buffer slots and peak), before any buffer exists. */
+export interface PreparedPlan {
+  /** The graph after layout rewrites. */
+  graph: Graph;
+  /** The plan's memory at its peak. */
+  memory: PlanMemory;
+  /** @internal */
+  steps: Step[];
+  /** @internal */
+  root: Int32Array;
+  /** @internal */
+  slotOf: Int32Array;
+  /** @internal */
+  slotBytes: number[];
+  /** @internal */
+  donorOf: Map<number, number>;
+  /** @internal */
+  outputSet: Set<number>;
+}
+
+/** Plans a traced graph for the WebGPU backend: kernels, donation, buffer slots and the peak. Allocates nothing. */
+export function prepareWebGpu(
   traced: Graph,
   backend: WebGpuBackend,
   donated: ReadonlySet<number> = new Set(),
-): Executable & { stats(): PlanStats; profile(args: readonly (DataRef | number)[]): Promise<KernelTiming[]> } {
+): PreparedPlan {
   const graph = preferMatmulLayouts(traced);
   const { steps, inlined } = planSteps(graph, backend.device.limits.maxStorageBuffersPerShaderStage - 1);
   const nVars = graph.avals.length;
@@ -461,36 +486,27 @@ export function compileWebGpu(
       }
     }
   }
+  const { slotOf, slotBytes } = assignSlots(graph, steps, root, lastUse, (id) => !dynamic(id) && !constSet.has(id));
+  const fresh = [...outputSet].filter((id) => !inputSet.has(id) && !constSet.has(id) && !donorOf.has(id));
+  const memory = webGpuPlanMemory(graph, steps, slotBytes, fresh);
+  return { graph, memory, steps, root, slotOf, slotBytes, donorOf, outputSet };
+}
+
+/**
+ * Compiles a prepared plan: checks its peak against the device's buffer limits and `maxMemory` (a
+ * `PlanMemoryError` before any buffer is created), then creates its slots, pipelines and bind groups.
+ */
+export function compileWebGpu(
+  prepared: PreparedPlan,
+  backend: WebGpuBackend,
+  opts: { maxMemory?: number } = {},
+): Executable & { stats(): PlanStats; profile(args: readonly (DataRef | number)[]): Promise<KernelTiming[]> } {
+  checkDeviceMemory(prepared.memory, backend.device, opts.maxMemory);
+  const { graph, steps, root, slotOf, donorOf, outputSet } = prepared;
+  const inputSet = new Set(graph.inputs);
+  const constSet = new Set(graph.consts.map((c) => c.id));
   const inPlaceOutputs = new Set(steps.filter((st) => st.inPlace !== undefined).map((st) => st.out));
-  const slotOf = new Int32Array(nVars).fill(-1);
-  const slots: GpuBuf[] = [];
-  const freeSlots = new Map<number, number[]>();
-  const bucketBytes = (id: number) =>
-    Math.max(16, 2 ** Math.ceil(Math.log2(Math.max(gpuBytes(size(graph.avals[id].shape)), 1))));
-  steps.forEach((s, i) => {
-    if (s.kernel && !dynamic(s.out) && !constSet.has(s.out)) {
-      const bytes = bucketBytes(s.out);
-      const free = freeSlots.get(bytes);
-      if (free && free.length) slotOf[s.out] = free.pop()!;
-      else {
-        slotOf[s.out] = slots.length;
-        slots.push(backend.alloc(bytes));
-      }
-    }
-    for (const id of new Set(s.inputs.map((x) => root[x]))) {
-      if (lastUse[id] === i && slotOf[id] >= 0) {
-        const bytes = slots[slotOf[id]].bytes;
-        if (!freeSlots.has(bytes)) freeSlots.set(bytes, []);
-        freeSlots.get(bytes)!.push(slotOf[id]);
-      }
-    }
-    // A slot written but never read is released right away.
-    if (slotOf[s.out] >= 0 && lastUse[s.out] < 0) {
-      const bytes = slots[slotOf[s.out]].bytes;
-      if (!freeSlots.has(bytes)) freeSlots.set(bytes, []);
-      freeSlots.get(bytes)!.push(slotOf[s.out]);
-    }
-  });
+  const slots: GpuBuf[] = prepared.slotBytes.map((bytes) => backend.alloc(bytes));
   const constBuf = new Map(graph.consts.map((c) => [c.id, c.ref.handle as GpuBuf]));
 
   const kernels = steps.filter((s) => s.kernel);
@@ -510,10 +526,6 @@ export function compileWebGpu(
   });
   const scalars: DataRef[] = [];
   const dynamicGroups: Map<string, GPUBindGroup>[] = [];
-  const slotBytes = slots.reduce((a, b) => a + b.bytes, 0);
-  const argBytes = graph.inputs.reduce((a, id) => a + bucketBytes(id), 0);
-  const outBytes = [...outputSet].reduce((a, id) => a + bucketBytes(id), 0);
-  const constBytes = graph.consts.reduce((a, c) => a + (c.ref.handle as GpuBuf).bytes, 0);
 
   return {
     run(args: readonly (DataRef | number)[]): DataRef[] {
@@ -654,8 +666,9 @@ export function compileWebGpu(
       steps: steps.length,
       dispatches: kernels.length,
       fusedEqns: graph.eqns.length - steps.length,
-      slotBytes,
-      peakBytes: slotBytes + argBytes + outBytes + constBytes,
+      slotBytes: prepared.memory.intermediateBytes,
+      peakBytes: prepared.memory.peakBytes,
+      memory: prepared.memory,
     }),
   };
 }

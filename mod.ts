@@ -17,6 +17,7 @@ export { type NestedArray, Tensor } from "./autograd/tensor.ts";
 export { keep, tidy } from "./autograd/engine.ts";
 export { assertFinite, enableFiniteCheck, NonFiniteError } from "./autograd/debug.ts";
 export { customVjp, grad, type GradOptions, type Pullback, valueAndGrad, vjp } from "./autograd/vjp.ts";
+export { remat } from "./autograd/remat.ts";
 export { evalShape, jit, type JitOptions, type JitStats, type Jitted, placeholder } from "./autograd/jit.ts";
 export {
   backendMemory,

@@ -74,17 +74,21 @@ export class PlanMemoryError extends Error {
   /** Which limit: the plan's total (`maxMemory`) or one buffer (`maxStorageBufferBindingSize`, `maxBufferSize`). */
   readonly limit: "maxMemory" | "maxStorageBufferBindingSize" | "maxBufferSize";
 
+  /** What was refused, without advice: `needs … at its peak, over …; largest tensors: …`. */
+  readonly summary: string;
+
   constructor(memory: PlanMemory, limit: PlanMemoryError["limit"], limitBytes: number) {
     const over = limit === "maxMemory"
       ? `needs ${fmtBytes(memory.peakBytes)} at its peak, over the limit of ${fmtBytes(limitBytes)} (maxMemory)`
-      : `needs a tensor of ${fmtBytes(memory.largest[0]?.bytes ?? 0)}, over the device's ${limit} of ${
-        fmtBytes(limitBytes)
-      } (peak ${fmtBytes(memory.peakBytes)})`;
+      : `needs a ${memory.largest[0]?.what} tensor (a ${
+        fmtBytes(2 ** Math.ceil(Math.log2(memory.largest[0]?.bytes ?? 1)))
+      } buffer), over the device's ${limit} of ${fmtBytes(limitBytes)} (peak ${fmtBytes(memory.peakBytes)})`;
+    const largest = memory.largest.map((t) => `${t.what} ${fmtBytes(t.bytes)} (${t.source})`).join(", ");
+    const summary = `${over}; largest tensors: ${largest}`;
     super(
-      `jit: the plan ${over}; largest tensors: ${
-        memory.largest.map((t) => `${t.what} ${fmtBytes(t.bytes)} (${t.source})`).join(", ")
-      }; lower the batch size, split it into micro-batches or rematerialise blocks (remat)`,
+      `jit: the plan ${summary}; lower the batch size, split it into micro-batches or rematerialise blocks (remat)`,
     );
+    this.summary = summary;
     this.memory = memory;
     this.limit = limit;
     this.limitBytes = limitBytes;
@@ -116,15 +120,18 @@ export function parseBytes(text: string): number {
 
 /**
  * The check of `memory` against `limits`: throws a `PlanMemoryError` naming the first broken limit (a buffer too
- * large for the device before the total).
+ * large for the device before the total). Buffer limits apply to the largest tensor's buffer (its bytes rounded up
+ * to a power of two).
  */
 export function checkPlanMemory(memory: PlanMemory, limits: MemoryLimits): void {
   const largest = memory.largest[0]?.bytes ?? 0;
-  if (limits.maxBuffer !== undefined && largest > limits.maxBuffer) {
-    throw new PlanMemoryError(memory, "maxBufferSize", limits.maxBuffer);
-  }
-  if (limits.maxBinding !== undefined && largest > limits.maxBinding) {
+  // A WebGPU buffer is its tensor's size rounded up to a power of two (the pool's buckets), and is bound whole.
+  const buffer = largest > 0 ? Math.max(16, 2 ** Math.ceil(Math.log2(largest))) : 0;
+  if (limits.maxBinding !== undefined && buffer > limits.maxBinding) {
     throw new PlanMemoryError(memory, "maxStorageBufferBindingSize", limits.maxBinding);
+  }
+  if (limits.maxBuffer !== undefined && buffer > limits.maxBuffer) {
+    throw new PlanMemoryError(memory, "maxBufferSize", limits.maxBuffer);
   }
   if (limits.maxMemory !== undefined && memory.peakBytes > limits.maxMemory) {
     throw new PlanMemoryError(memory, "maxMemory", limits.maxMemory);

@@ -10,7 +10,7 @@
 import { parseArgs } from "node:util";
 import { need, runCli, UsageError } from "./lib/cli.ts";
 import { loadData } from "./lib/data.ts";
-import { initBackend } from "../mod.ts";
+import { initBackend, parseBytes, PlanMemoryError } from "../mod.ts";
 import { PRESETS, type PretrainConfig } from "../train/presets.ts";
 import { NonFiniteLossError, pretrain, type Progress } from "../train/pretrain.ts";
 import { NonFiniteStateError } from "../train/checkpoint.ts";
@@ -45,6 +45,11 @@ Options:
   --seed N             seed of everything (default 0)
   --backend NAME       auto | webgpu | cpu (default auto)
   --log-every N        read metrics back every N steps (default 10)
+  --remat              recompute each backbone block's activations in the backward pass instead of
+                       keeping them (less memory, about one more forward pass; same values)
+  --max-memory SIZE    refuse a training step whose compiled plan needs more than SIZE at its peak
+                       (e.g. 6GiB, 500MB), before allocating it; the device's buffer limits are
+                       always checked
   -h, --help           show this help
 
 Fashion-MNIST comes from Debian's dataset-fashion-mnist (${FMNIST_DIR}; needs --allow-read).`;
@@ -78,6 +83,8 @@ async function main(): Promise<number> {
       backend: { type: "string" },
       "log-every": { type: "string" },
       "pred-start-epoch": { type: "string" },
+      remat: { type: "boolean" },
+      "max-memory": { type: "string" },
       help: { type: "boolean", short: "h" },
     },
     strict: true,
@@ -123,6 +130,18 @@ async function main(): Promise<number> {
     cfg.masking = { ...cfg.masking, predStartEpoch: Math.floor(cfg.epochs / 6) };
   }
   cfg.batchSize = positiveInt("batch-size", values["batch-size"]) ?? cfg.batchSize;
+  if (values.remat) {
+    if (cfg.swin) cfg.swin = { ...cfg.swin, remat: true };
+    else cfg.backbone = { ...cfg.backbone, remat: true };
+  }
+  let maxMemory: number | undefined;
+  if (values["max-memory"] !== undefined) {
+    try {
+      maxMemory = parseBytes(values["max-memory"]);
+    } catch (e) {
+      throw new UsageError(`--max-memory: ${(e as Error).message}`);
+    }
+  }
   const steps = positiveInt("steps", values.steps);
   const seed = values.seed === undefined ? 0 : Number(values.seed);
   if (!Number.isInteger(seed)) throw new UsageError(`--seed must be an integer, got '${values.seed}'`);
@@ -166,6 +185,7 @@ async function main(): Promise<number> {
     backend,
     seed,
     steps,
+    maxMemory,
     out: values.out,
     resume: values.resume,
     logEvery: positiveInt("log-every", values["log-every"]) ?? 10,
@@ -194,4 +214,24 @@ async function main(): Promise<number> {
   return 0;
 }
 
-await runCli(main, USAGE, [NonFiniteLossError, NonFiniteStateError]);
+/** The step's memory refusal, with the flags of this command that lower it. */
+class StepMemoryError extends Error {
+  override name = "StepMemoryError";
+}
+
+await runCli(
+  async () => {
+    try {
+      return await main();
+    } catch (e) {
+      if (!(e instanceof PlanMemoryError)) throw e;
+      const remat = Deno.args.includes("--remat");
+      throw new StepMemoryError(
+        `the training step ${e.summary.replace("(maxMemory)", "(--max-memory)")}; lower it with --batch-size, ` +
+          `--micro-batch${remat ? "" : " or --remat"}`,
+      );
+    }
+  },
+  USAGE,
+  [NonFiniteLossError, NonFiniteStateError, StepMemoryError],
+);

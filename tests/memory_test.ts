@@ -21,6 +21,9 @@ import {
 } from "../mod.ts";
 import type { WebGpuBackend } from "../wgsl/backend.ts";
 import { gpu, rng } from "./util.ts";
+import { pretrain } from "../train/pretrain.ts";
+import { PRESETS } from "../train/presets.ts";
+import { embeddedDataset } from "../train/data/embedded.ts";
 
 const noGpu = Deno.env.get("IBOT_TEST_NO_GPU") === "1";
 if (noGpu) console.log("memory_test: WebGPU pool tests ignored (IBOT_TEST_NO_GPU=1: no WebGPU adapter)");
@@ -197,4 +200,42 @@ Deno.test("evalShape: output shapes of a function without computing it; parseByt
   assert.equal(parseBytes("512m"), 512 * 2 ** 20);
   assert.equal(parseBytes("1000"), 1000);
   assert.throws(() => parseBytes("lots"), /not a byte size/);
+});
+
+Deno.test({
+  name: "pretrain: a step over maxMemory is refused before the state or the plan is allocated",
+  ignore: noGpu,
+  async fn() {
+    const backend = await gpu();
+    const live = backendMemory(backend)!.liveBytes;
+    await assert.rejects(
+      () => pretrain(PRESETS["embedded-small"], embeddedDataset(), { backend, seed: 0, maxMemory: 2 ** 20 }),
+      (e: unknown) => {
+        assert.ok(e instanceof PlanMemoryError);
+        assert.ok(e.memory.peakBytes > 2 ** 20);
+        return true;
+      },
+    );
+    assert.equal(backendMemory(backend)!.liveBytes, live, "nothing left allocated");
+  },
+});
+
+Deno.test({
+  name: "pretrain CLI: --arch vit_large --batch-size 4000 is refused in one line (exit 2) before allocating",
+  ignore: noGpu,
+  async fn() {
+    const script = new URL("../examples/pretrain.ts", import.meta.url).pathname;
+    const out = await new Deno.Command(Deno.execPath(), {
+      args: ["run", "--unstable-webgpu", script, "--arch", "vit_large", "--batch-size", "4000", "--steps", "1"],
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    const err = new TextDecoder().decode(out.stderr).trim();
+    assert.equal(out.code, 2, err);
+    assert.equal(err.split("\n").length, 1, err);
+    assert.match(
+      err,
+      /^error: the training step needs a f32\[\d+,\d+\] tensor \(a [\d.]+ GiB buffer\), over the device's maxStorageBufferBindingSize of [\d.]+ MiB \(peak [\d.]+ GiB\); largest tensors: .*; lower it with --batch-size, --micro-batch or --remat$/,
+    );
+  },
 });

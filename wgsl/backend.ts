@@ -2,9 +2,9 @@
  * The WebGPU backend. Every op encodes one dispatch into a shared open compute pass; work is submitted when a
  * value is read back (or after many dispatches), never awaited inside an op. Released buffers return to a
  * size-bucketed pool owned by the backend, bounded in bytes (the least recently pooled buffers are destroyed past
- * the bound). Uploads reuse a pooled buffer of their bucket when there is one (after submitting the commands
- * encoded so far, so that none of them observes the write out of order), else a fresh mapped buffer: a training
- * loop that uploads a batch per step and frees it after the step keeps reusing one buffer.
+ * the bound). Uploads reuse a pooled buffer of their bucket when there is one and no command is waiting to be
+ * submitted (so none can observe the write out of order), else a fresh mapped buffer: a training loop that uploads
+ * a batch per step and frees it after the step keeps reusing one buffer.
  */
 import type { Backend } from "../ops/backend.ts";
 import { allocHost, type DType, type HostArray } from "../ops/dtype.ts";
@@ -122,12 +122,12 @@ export class WebGpuBackend implements Backend {
   upload(data: HostArray, aval: Aval): GpuBuf {
     const n = size(aval.shape);
     const cap = bucket(gpuBytes(n));
-    const pooled = this.takePooled(cap);
+    // writeBuffer happens at the next submit, before the commands encoded so far, one of which may still read a
+    // pooled buffer's previous contents: reuse one only when nothing is encoded (as between the calls of a jitted
+    // step), else map a fresh one (eager code that interleaves uploads and ops would otherwise submit per upload).
+    const pooled = this.encoder ? null : this.takePooled(cap);
     this.addLive(cap);
     if (pooled) {
-      // writeBuffer happens at the next submit, before commands encoded earlier: submit those first, since one of
-      // them may still read this buffer's previous contents.
-      if (this.encoder) this.flush();
       if (n > 0) {
         const src = aval.dtype === "bool" ? Uint32Array.from(data) : data;
         this.device.queue.writeBuffer(pooled, 0, src.buffer, src.byteOffset, gpuBytes(n));

@@ -469,18 +469,21 @@ export function prepareWebGpu(
   const stepOf = new Map<number, number>();
   steps.forEach((s, i) => stepOf.set(s.out, i));
   const donorOf = new Map<number, number>();
-  for (const o of new Set(graph.outputs.map((id) => root[id]))) {
+  const returnedRoots = new Set(graph.outputs.map((id) => root[id]));
+  const usedDonors = new Set<number>();
+  for (const o of returnedRoots) {
     const si = stepOf.get(o);
     if (si === undefined || !steps[si].kernel) continue;
     const n = size(graph.avals[o].shape);
     for (const d of donated) {
       // Not when the argument is returned, itself or through an alias (reshape, stopGradient).
-      if ([...donorOf.values()].includes(d) || graph.outputs.some((id) => root[id] === d)) continue;
+      if (usedDonors.has(d) || returnedRoots.has(d)) continue;
       if (graph.avals[d].dtype !== graph.avals[o].dtype || size(graph.avals[d].shape) !== n) continue;
       // In place only when the kernel reads the argument itself, not an alias of it (that would be bound twice).
       const direct = steps[si].inputs.every((x) => x === d || root[x] !== d);
       if (lastUse[d] < si || (lastUse[d] === si && steps[si].elementwise && direct)) {
         donorOf.set(o, d);
+        usedDonors.add(d);
         if (lastUse[d] === si) steps[si] = fusedStep(graph, steps[si].eqns, inlined, d);
         break;
       }

@@ -58,7 +58,8 @@ export function assignSlots(
 
 /**
  * The peak of a plan: its slots, its arguments, the outputs that get fresh buffers (those not written into a
- * donated argument) and its constants; `largest` among every value that gets a buffer.
+ * donated argument) and its constants, counted in buffer bytes; `largest` among every value that gets a buffer,
+ * in tensor bytes.
  */
 export function webGpuPlanMemory(
   graph: Graph,
@@ -67,6 +68,7 @@ export function webGpuPlanMemory(
   freshOutputs: Iterable<number>,
 ): PlanMemory {
   const bytes = (id: number) => bucketBytes(graph, id);
+  const tensorBytes = (id: number) => gpuBytes(size(graph.avals[id].shape));
   const outs = [...freshOutputs];
   const intermediateBytes = slotBytes.reduce((a, b) => a + b, 0);
   const argumentBytes = graph.inputs.reduce((a, id) => a + bytes(id), 0);
@@ -83,7 +85,7 @@ export function webGpuPlanMemory(
     argumentBytes,
     outputBytes,
     constantBytes,
-    largest: largestTensors(graph, buffered, bytes),
+    largest: largestTensors(graph, buffered, tensorBytes),
   };
 }
 

@@ -77,6 +77,7 @@ export class PlanMemoryError extends Error {
   /** What was refused, without advice: `needs … at its peak, over …; largest tensors: …`. */
   readonly summary: string;
 
+  /** A refusal of the plan with `memory` for breaking `limit` (of `limitBytes`). */
   constructor(memory: PlanMemory, limit: PlanMemoryError["limit"], limitBytes: number) {
     const over = limit === "maxMemory"
       ? `needs ${fmtBytes(memory.peakBytes)} at its peak, over the limit of ${fmtBytes(limitBytes)} (maxMemory)`

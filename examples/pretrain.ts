@@ -10,7 +10,7 @@
 import { parseArgs } from "node:util";
 import { need, runCli, seedFlag, UsageError } from "./lib/cli.ts";
 import { FOLDER_TEST_FRACTION, loadData } from "./lib/data.ts";
-import { initBackend } from "../mod.ts";
+import { initBackend, parseBytes, PlanMemoryError } from "../mod.ts";
 import { PRESETS, type PretrainConfig } from "../train/presets.ts";
 import { NonFiniteLossError, pretrain, type Progress } from "../train/pretrain.ts";
 import { NonFiniteStateError } from "../train/checkpoint.ts";
@@ -55,6 +55,11 @@ Options:
   --seed N             seed of everything, 0 to 2^53 - 2 (default 0)
   --backend NAME       auto | webgpu | cpu (default auto)
   --log-every N        read metrics back every N steps (default 10)
+  --remat              recompute each backbone block's activations in the backward pass instead of
+                       keeping them (less memory, about one more forward pass; same values)
+  --max-memory SIZE    refuse a training step whose compiled plan needs more than SIZE at its peak
+                       (e.g. 6GiB, 500MB), before allocating it; the device's buffer limits are
+                       always checked
   -h, --help           show this help
 
 Fashion-MNIST comes from Debian's dataset-fashion-mnist (${FMNIST_DIR}; needs --allow-read).`;
@@ -89,6 +94,8 @@ async function main(): Promise<number> {
       backend: { type: "string" },
       "log-every": { type: "string" },
       "pred-start-epoch": { type: "string" },
+      remat: { type: "boolean" },
+      "max-memory": { type: "string" },
       help: { type: "boolean", short: "h" },
     },
     strict: true,
@@ -140,6 +147,18 @@ async function main(): Promise<number> {
   const microBatch = positiveInt("micro-batch", values["micro-batch"]);
   if (microBatch !== undefined && cfg.batchSize % microBatch !== 0) {
     throw new UsageError(`--micro-batch ${microBatch} must divide the batch size ${cfg.batchSize}`);
+  }
+  if (values.remat) {
+    if (cfg.swin) cfg.swin = { ...cfg.swin, remat: true };
+    else cfg.backbone = { ...cfg.backbone, remat: true };
+  }
+  let maxMemory: number | undefined;
+  if (values["max-memory"] !== undefined) {
+    try {
+      maxMemory = parseBytes(values["max-memory"]);
+    } catch (e) {
+      throw new UsageError(`--max-memory: ${(e as Error).message}`);
+    }
   }
   const steps = positiveInt("steps", values.steps);
   const seed = seedFlag(values.seed);
@@ -198,6 +217,7 @@ async function main(): Promise<number> {
     backend,
     seed,
     steps,
+    maxMemory,
     out: values.out,
     resume: values.resume,
     evaluate,
@@ -228,4 +248,24 @@ async function main(): Promise<number> {
   return 0;
 }
 
-await runCli(main, USAGE, [NonFiniteLossError, NonFiniteStateError]);
+/** The step's memory refusal, with the flags of this command that lower it. */
+class StepMemoryError extends Error {
+  override name = "StepMemoryError";
+}
+
+await runCli(
+  async () => {
+    try {
+      return await main();
+    } catch (e) {
+      if (!(e instanceof PlanMemoryError)) throw e;
+      const remat = Deno.args.includes("--remat");
+      throw new StepMemoryError(
+        `the training step ${e.summary.replace("(maxMemory)", "(--max-memory)")}; lower it with --batch-size, ` +
+          `--micro-batch${remat ? "" : " or --remat"}`,
+      );
+    }
+  },
+  USAGE,
+  [NonFiniteLossError, NonFiniteStateError, StepMemoryError],
+);

@@ -35,6 +35,7 @@ import { accumulatingStep, type PretrainStep } from "./step_accumulate.ts";
 import { hostFoldIn, hostKey, sampleStepMasks } from "./masking.ts";
 import { hyperAt, type PretrainConfig } from "./presets.ts";
 import { CheckpointError, loadCheckpoint, saveCheckpoint } from "./checkpoint.ts";
+import { planStepMemory } from "./memory.ts";
 import { knnAccuracy } from "./knn.ts";
 import { DataError } from "../errors.ts";
 import { splitFeatures as mapSplit } from "./features.ts";
@@ -105,6 +106,11 @@ export interface PretrainOptions {
    * clip/AdamW/EMA update: the step of the whole batch, with less memory (same result up to float rounding).
    */
   microBatch?: number;
+  /**
+   * Most bytes the compiled step may hold at its peak (state, batch, activations): a step over it is refused
+   * with a `PlanMemoryError` before anything is allocated. The device's buffer limits are always checked.
+   */
+  maxMemory?: number;
 }
 
 /** Result of a run. */
@@ -277,6 +283,44 @@ export async function pretrain(cfg: PretrainConfig, ds: Dataset, opts: PretrainO
   const metricsPath = opts.out ? `${opts.out}/metrics.jsonl` : null;
   if (opts.out) await Deno.mkdir(opts.out, { recursive: true });
 
+  // The MIM mask grid: the patch grid of a ViT, the last stage's grid of a Swin (spec §2.5).
+  const [gh, gw] = maskGrid(vc, cfg.augment.globalCrops.size);
+  const step: PretrainStep<State> = accumulatingStep<BackboneParams, HeadParams>({
+    backbone: (p, images, o) => backboneTokens(vc, p, images, o),
+    head: (h, tokens) => head(h, tokens, { normLastLayer: cfg.head.normLastLayer }),
+    headFeatures,
+    headPrototypes: (h, z) => headPrototypes(h, z, { normLastLayer: cfg.head.normLastLayer }),
+    // Without the official norm_last_layer, the prototype layer's weight_g is a trained parameter.
+    trainable: cfg.head.normLastLayer ? undefined : () => true,
+    globalCrops: cfg.augment.globalCrops.number,
+    studentTemp: cfg.studentTemp,
+    clipGrad: cfg.clipGrad,
+    augment: (k, x) => multiCrop(k, x, cfg.augment),
+  }, { batchSize: cfg.batchSize, microBatch: opts.microBatch ?? cfg.batchSize, backend, maxMemory: opts.maxMemory });
+  // The step's memory is planned on placeholders before the state or any buffer of the plan exists: a step
+  // that cannot fit is refused here (PlanMemoryError) rather than failing or swapping after allocating.
+  try {
+    tidy(() =>
+      planStepMemory(
+        step,
+        (k) => initState(cfg, vc, k),
+        random.key(seed, backend),
+        {
+          batchSize: opts.microBatch ?? cfg.batchSize,
+          channels: ds.channels,
+          imageSize: ds.size,
+          grids: Array.from({ length: cfg.augment.globalCrops.number }, () => [gh, gw] as const),
+          masking: cfg.masking,
+        },
+        hyperAt(cfg, 0, itersPerEpoch, scheduleSteps),
+        backend,
+      )
+    );
+  } catch (e) {
+    step.dispose(); // the traced graphs' constants
+    throw e;
+  }
+
   let state = initState(cfg, vc, random.key(seed, backend));
   let startIteration = 0;
   if (opts.resume) {
@@ -293,20 +337,6 @@ export async function pretrain(cfg: PretrainConfig, ds: Dataset, opts: PretrainO
     }
   }
 
-  // The MIM mask grid: the patch grid of a ViT, the last stage's grid of a Swin (spec §2.5).
-  const [gh, gw] = maskGrid(vc, cfg.augment.globalCrops.size);
-  const step: PretrainStep<State> = accumulatingStep<BackboneParams, HeadParams>({
-    backbone: (p, images, o) => backboneTokens(vc, p, images, o),
-    head: (h, tokens) => head(h, tokens, { normLastLayer: cfg.head.normLastLayer }),
-    headFeatures,
-    headPrototypes: (h, z) => headPrototypes(h, z, { normLastLayer: cfg.head.normLastLayer }),
-    // Without the official norm_last_layer, the prototype layer's weight_g is a trained parameter.
-    trainable: cfg.head.normLastLayer ? undefined : () => true,
-    globalCrops: cfg.augment.globalCrops.number,
-    studentTemp: cfg.studentTemp,
-    clipGrad: cfg.clipGrad,
-    augment: (k, x) => multiCrop(k, x, cfg.augment),
-  }, { batchSize: cfg.batchSize, microBatch: opts.microBatch ?? cfg.batchSize, backend });
   const maskKey = hostKey(seed + 1);
   // Host masks and their masked token rows (the head and the MIM loss run on those rows only), of the images
   // at `positions` in the step's batch.

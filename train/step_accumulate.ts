@@ -8,6 +8,7 @@
 import type { Tensor } from "../autograd/tensor.ts";
 import { jit } from "../autograd/jit.ts";
 import type { Backend } from "../ops/backend.ts";
+import type { PlanMemory } from "../autograd/memory.ts";
 import { fromTyped } from "../ops/create.ts";
 import type { StepMasks } from "./masking.ts";
 import type { HostBatch } from "./data/loader.ts";
@@ -41,6 +42,12 @@ export interface PretrainStep<S> {
   ): { state: S; metrics: IbotMetrics };
   /** Plan statistics of the main plan (the fused step, or the gradient plan). */
   stats(): unknown;
+  /**
+   * The memory of the main plan (the fused step, or the gradient plan of one micro-batch: `batch` then holds one
+   * micro-batch and its `index`), planned without allocating (arguments may be placeholders); throws a
+   * `PlanMemoryError` when it cannot fit.
+   */
+  memory(state: S, batch: IbotBatch, hp: IbotHyper): PlanMemory;
   /** Frees the compiled plans. */
   dispose(): void;
 }
@@ -53,6 +60,8 @@ export interface AccumulateOptions {
   microBatch: number;
   /** Backend the micro-batches are uploaded to. */
   backend: Backend;
+  /** Most bytes a plan may hold at its peak (`jit`'s `maxMemory`). */
+  maxMemory?: number;
 }
 
 function freeMasks(m: StepMasks): void {
@@ -73,14 +82,14 @@ export function accumulatingStep<B, H>(
   cfg: IbotStepConfig<B, H>,
   opts: AccumulateOptions,
 ): PretrainStep<IbotState<B, H>> {
-  const { batchSize, microBatch, backend } = opts;
+  const { batchSize, microBatch, backend, maxMemory } = opts;
   if (!(Number.isInteger(microBatch) && microBatch > 0 && batchSize % microBatch === 0)) {
     throw new RangeError(`the micro-batch ${microBatch} must be a positive divisor of the batch size ${batchSize}`);
   }
   type S = IbotState<B, H>;
   const all = Int32Array.from({ length: batchSize }, (_, i) => i);
   if (microBatch === batchSize) {
-    const step = jit(ibotStep(cfg), { donate: [0] });
+    const step = jit(ibotStep(cfg), { donate: [0], maxMemory });
     return {
       micro: false,
       run(state, batch, hp, masks) {
@@ -91,12 +100,13 @@ export function accumulatingStep<B, H>(
         return out;
       },
       stats: () => step.stats().plan,
+      memory: (state, batch, hp) => step.memory(state, batch, hp),
       dispose: () => step.dispose(),
     };
   }
-  const grads = jit(ibotGrads(cfg));
-  const add = jit(addIbotSums<IbotSums<B, H>>, { donate: [0, 1] });
-  const update = jit(ibotUpdate<B, H>(cfg), { donate: [0, 1] });
+  const grads = jit(ibotGrads(cfg), { maxMemory });
+  const add = jit(addIbotSums<IbotSums<B, H>>, { donate: [0, 1], maxMemory });
+  const update = jit(ibotUpdate<B, H>(cfg), { donate: [0, 1], maxMemory });
   return {
     micro: true,
     run(state: S, batch, hp, masks) {
@@ -123,6 +133,7 @@ export function accumulatingStep<B, H>(
       return update(state, sums!, hp);
     },
     stats: () => grads.stats().plan,
+    memory: (state, batch, hp) => grads.memory(state, batch, hp),
     dispose: () => [grads, add, update].forEach((f) => f.dispose()),
   };
 }

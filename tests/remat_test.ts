@@ -6,6 +6,7 @@
 import assert from "node:assert/strict";
 import {
   type Backend,
+  backendMemory,
   cpu,
   fromTyped,
   grad,
@@ -19,11 +20,14 @@ import {
   swin,
   swinTest,
   type Tensor,
+  tensor,
+  tidy,
   tree,
   valueAndGrad,
   vit,
   vitConfig,
   type VitParams,
+  vjp,
 } from "../mod.ts";
 import { assertClose, gpu, randArray } from "./util.ts";
 
@@ -185,4 +189,32 @@ Deno.test("remat: the jitted plan of a ViT's gradient peaks lower with per-block
     withRemat.intermediateBytes < 0.6 * without.intermediateBytes,
     `intermediates ${withRemat.intermediateBytes} vs ${without.intermediateBytes}`,
   );
+});
+
+Deno.test({
+  name: "remat (webgpu, eager): the forward keeps only the blocks' inputs alive until the backward pass",
+  ignore: noGpu,
+  async fn() {
+    const backend = await gpu();
+    const live = () => backendMemory(backend)!.liveBytes;
+    const ps = [0, 1, 2].map((i) => ({ w1: input(10 + i, [64, 256], backend), w2: input(20 + i, [256, 64], backend) }));
+    const x = input(1, [512, 64], backend);
+    const held = (block: typeof mlpBlock) => {
+      const before = live();
+      const [loss, pullback] = vjp(stack(block), ps, x);
+      const during = live() - before; // what the forward left for the backward pass
+      const [g] = pullback(tensor(1, { backend })) as [typeof ps];
+      return { during, loss, g };
+    };
+    const plain = tidy(() => held(mlpBlock));
+    const rematted = tidy(() => held(remat(mlpBlock)));
+    // Per block the plain forward holds the [512, 256] hidden twice (x·w1 and its GELU) and more; remat none.
+    assert.ok(
+      rematted.during < plain.during - 3 * 2 * 512 * 256 * 4,
+      `live after the forward: ${rematted.during} with remat, ${plain.during} without`,
+    );
+    await assertBitEqual(plain.g, rematted.g, "eager webgpu gradients");
+    console.log(`live after the forward: ${plain.during} B without remat, ${rematted.during} B with`);
+    tree.map((t: Tensor) => t.dispose(), [plain.loss, plain.g, rematted.loss, rematted.g, ps, x]);
+  },
 });

@@ -17,10 +17,21 @@ export { type NestedArray, Tensor } from "./autograd/tensor.ts";
 export { keep, tidy } from "./autograd/engine.ts";
 export { assertFinite, enableFiniteCheck, NonFiniteError } from "./autograd/debug.ts";
 export { customVjp, grad, type GradOptions, type Pullback, valueAndGrad, vjp } from "./autograd/vjp.ts";
-export { jit, type JitOptions, type JitStats, type Jitted } from "./autograd/jit.ts";
+export { remat } from "./autograd/remat.ts";
+export { evalShape, jit, type JitOptions, type JitStats, type Jitted, placeholder } from "./autograd/jit.ts";
+export {
+  backendMemory,
+  fmtBytes,
+  type MemoryLimits,
+  parseBytes,
+  type PlanMemory,
+  PlanMemoryError,
+  type PlanTensor,
+} from "./autograd/memory.ts";
 export { type Eqn, type Graph, printGraph } from "./autograd/graph.ts";
 export type { DataRef } from "./autograd/tensor.ts";
 export type { KernelTiming, PlanStats } from "./wgsl/compile.ts";
+export type { GpuMemory } from "./wgsl/backend.ts";
 /** Pytree utilities: `map`, `leaves`, `flatten`/`unflatten`, `paths`, `fromPaths`, `emaFold`. */
 export * as tree from "./autograd/tree.ts";
 export { emaFold, type Tree } from "./autograd/tree.ts";

@@ -144,6 +144,18 @@ export function fromHost(backend: Backend, data: HostArray, shape: readonly numb
  * ```
  */
 export function tidy<R>(fn: () => R): R {
+  return scoped(fn, false);
+}
+
+/**
+ * @internal Like `tidy`, but frees even while a vjp is live: for code that runs on concrete values no trace holds
+ * (the forward of `remat`, whose intermediates no backward pass reads).
+ */
+export function tidyConcrete<R>(fn: () => R): R {
+  return scoped(fn, true);
+}
+
+function scoped<R>(fn: () => R, always: boolean): R {
   const scope = new Set<Tensor>();
   scopes.push(scope);
   let result: R;
@@ -156,7 +168,7 @@ export function tidy<R>(fn: () => R): R {
   }
   scopes.pop();
   const parent = scopes.length > 0 ? scopes[scopes.length - 1] : null;
-  if (liveVjp > 0) {
+  if (liveVjp > 0 && !always) {
     // An enclosing vjp may still need these values for its backward pass: leave them to the outer scope.
     if (parent) { for (const t of scope) parent.add(t); }
     return result;

@@ -12,7 +12,8 @@ import { defaultBackend } from "../ops/backends.ts";
 import { toHost } from "../ops/dtype.ts";
 import type { Aval, Prim, PrimParams } from "../ops/prim.ts";
 import { RULES } from "../ops/table.ts";
-import { compileWebGpu, type KernelTiming, type PlanStats } from "../wgsl/compile.ts";
+import { compileWebGpu, type KernelTiming, type PlanStats, type PreparedPlan, prepareWebGpu } from "../wgsl/compile.ts";
+import { checkPlanMemory, interpretedMemory, type PlanMemory } from "./memory.ts";
 import type { WebGpuBackend } from "../wgsl/backend.ts";
 import { fmt } from "../ops/shape.ts";
 
@@ -169,6 +170,12 @@ export interface Jitted<A extends unknown[], R> {
   tune(...args: A): Promise<void>;
   /** WebGPU: GPU time of every dispatch of the plan for these arguments (needs `timestamp-query`). */
   profile(...args: A): Promise<KernelTiming[]>;
+  /**
+   * The plan's memory at its peak for these arguments, known before any of its buffers exists: traces (or reuses
+   * the trace) and plans without allocating. Arguments may be `placeholder`s (shapes without storage). Throws a
+   * `PlanMemoryError` when the plan cannot fit (`maxMemory`, the device's buffer limits), as a call would.
+   */
+  memory(...args: A): PlanMemory;
 }
 
 /** Options of `jit`. */
@@ -182,11 +189,22 @@ export interface JitOptions {
   backend?: Backend;
   /** Run the traced graph op by op instead of compiling it (debugging). */
   interpret?: boolean;
+  /**
+   * Most bytes a call may hold at its peak (arguments, intermediates, outputs, constants). A plan over it is
+   * refused with a `PlanMemoryError` before any of its buffers is created. On the CPU backend the peak is
+   * estimated from the graph's liveness.
+   */
+  maxMemory?: number;
 }
 
 interface Plan {
   graph: Graph;
-  exe: Executable;
+  backend: Backend;
+  donated: Set<number>;
+  /** The WebGPU plan before allocation (memory known), made on first need. */
+  prepared: PreparedPlan | null;
+  /** Compiled on the first call. */
+  exe: Executable | null;
   outDef: ReturnType<typeof flatten>["def"];
   staticOut: unknown[];
   outIsVar: boolean[];
@@ -253,11 +271,45 @@ export function jit<A extends unknown[], R>(f: (...args: A) => R, opts: JitOptio
             k,
           ) => (donatedLeaf[leaf] && leaves[leaf] instanceof Tensor ? [graph.inputs[k]] : [])),
         );
-        const exe = backend.name === "webgpu" && !opts.interpret
-          ? compileWebGpu(graph, backend as WebGpuBackend, donated)
-          : interpret(graph, backend);
-        return { graph, exe, outDef, staticOut: outLeaves, outIsVar };
+        return { graph, backend, donated, prepared: null, exe: null, outDef, staticOut: outLeaves, outIsVar };
       }));
+  };
+
+  const compiled = (plan: Plan) => plan.backend.name === "webgpu" && !opts.interpret;
+  const prepare = (
+    plan: Plan,
+  ) => (plan.prepared ??= prepareWebGpu(plan.graph, plan.backend as WebGpuBackend, plan.donated));
+  /** The plan's memory, checked against the limits (throws before anything is allocated). */
+  const memoryOf = (plan: Plan): PlanMemory => {
+    if (compiled(plan)) {
+      const memory = prepare(plan).memory;
+      const limits = (plan.backend as WebGpuBackend).device.limits;
+      checkPlanMemory(memory, {
+        maxMemory: opts.maxMemory,
+        maxBinding: limits.maxStorageBufferBindingSize,
+        maxBuffer: limits.maxBufferSize,
+      });
+      return memory;
+    }
+    const memory = interpretedMemory(plan.graph);
+    checkPlanMemory(memory, { maxMemory: opts.maxMemory });
+    return memory;
+  };
+  const executable = (plan: Plan): Executable => {
+    if (plan.exe) return plan.exe;
+    if (compiled(plan)) {
+      plan.exe = compileWebGpu(prepare(plan), plan.backend as WebGpuBackend, { maxMemory: opts.maxMemory });
+    } else {
+      if (opts.maxMemory !== undefined) memoryOf(plan);
+      plan.exe = interpret(plan.graph, plan.backend);
+    }
+    return plan.exe;
+  };
+
+  /** Frees a plan's compiled buffers, or only its captured constants when it was never compiled. */
+  const releasePlan = (p: Plan) => {
+    if (p.exe) p.exe.dispose();
+    else for (const c of p.graph.consts) if (--c.ref.refs === 0) p.backend.release(c.ref.handle);
   };
 
   const planFor = (args: unknown[]) => {
@@ -287,7 +339,7 @@ export function jit<A extends unknown[], R>(f: (...args: A) => R, opts: JitOptio
         inputs.push(l);
       }
     }
-    const outRefs = plan.exe.run(inputs);
+    const outRefs = executable(plan).run(inputs);
     if (donate.size > 0) {
       // Donated arguments are consumed: their storage may now belong to an output.
       const dl = donatedLeaves(args);
@@ -311,18 +363,19 @@ export function jit<A extends unknown[], R>(f: (...args: A) => R, opts: JitOptio
       return { traces: plans.size, eqns: p?.graph.eqns.length ?? 0, plan: exe?.stats?.() };
     },
     dispose: () => {
-      for (const p of plans.values()) p.exe.dispose();
+      for (const p of plans.values()) releasePlan(p);
       plans.clear();
     },
     profile: async (...args: A) => {
       const { plan } = planFor(args);
-      const exe = plan.exe as { profile?: (a: (DataRef | number)[]) => Promise<KernelTiming[]> };
+      const exe = executable(plan) as { profile?: (a: (DataRef | number)[]) => Promise<KernelTiming[]> };
       if (!exe.profile) throw new Error("profile: only compiled WebGPU plans can be profiled");
       const inputs = flatten<unknown>(args).leaves.flatMap((l): (DataRef | number)[] =>
         l instanceof Tensor ? [(l.source as { ref: DataRef }).ref] : typeof l === "number" ? [l] : []
       );
       return await exe.profile(inputs);
     },
+    memory: (...args: A) => memoryOf(planFor(args).plan),
     tune: async (...args: A) => {
       const { plan, leaves } = planFor(args);
       const backend = backendOf(leaves);
@@ -330,9 +383,50 @@ export function jit<A extends unknown[], R>(f: (...args: A) => R, opts: JitOptio
       const { tuneGraph } = await import("../wgsl/autotune.ts");
       if ((await tuneGraph(backend as WebGpuBackend, plan.graph)) > 0) {
         // Recompile with the tuned tiles on the next call.
-        plan.exe.dispose();
+        releasePlan(plan);
         plans.delete(signature(args).key);
       }
     },
   });
+}
+
+/**
+ * A tensor with a shape, a dtype and a backend but no storage: an argument for `jitted.memory` and `evalShape`,
+ * which only trace. Reading it or passing it to an eager op is an error.
+ *
+ * @example
+ * ```ts
+ * import { jit, placeholder } from "./mod.ts";
+ * const f = jit((x: any) => x.matmul(x));
+ * console.log(f.memory(placeholder([512, 512])).peakBytes); // known without allocating anything
+ * ```
+ */
+export function placeholder(shape: readonly number[], dtype: Aval["dtype"] = "float32", backend?: Backend): Tensor {
+  return new Tensor(shape, dtype, backend ?? defaultBackend(), { kind: "data", ref: null });
+}
+
+/**
+ * The output of `f(...args)` with every tensor replaced by a `placeholder` of its shape and dtype, found by tracing
+ * `f` (like `jax.eval_shape`): no value is computed and no large buffer is allocated (small constants that `f`
+ * creates are freed). Arguments may be placeholders; numbers and other leaves are passed to `f` as they are.
+ *
+ * @example
+ * ```ts
+ * import { evalShape, placeholder } from "./mod.ts";
+ * const y = evalShape((x: any) => x.sum(-1), placeholder([4000, 1024]));
+ * console.log(y.shape); // [4000]
+ * ```
+ */
+export function evalShape<A extends unknown[], R>(f: (...args: A) => R, ...args: A): R {
+  const { leaves, def } = flatten<unknown>(args);
+  const backend = leaves.find((l): l is Tensor => l instanceof Tensor)?.backend ?? defaultBackend();
+  return withTrace((level) => new JitTrace(level, backend), (tr) =>
+    tidy(() => {
+      const ins = leaves.map((l) => (l instanceof Tensor ? tr.input(l) : l));
+      const out = (f as (...a: unknown[]) => unknown)(...unflatten<unknown[]>(def, ins));
+      const { leaves: outLeaves, def: outDef } = flatten<unknown>(out);
+      const result = outLeaves.map((l) => (l instanceof Tensor ? placeholder(l.shape, l.dtype, backend) : l));
+      for (const c of tr.graph.consts) if (--c.ref.refs === 0) backend.release(c.ref.handle);
+      return unflatten<R>(outDef, result);
+    }));
 }

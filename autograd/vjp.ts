@@ -6,18 +6,21 @@
  */
 import { Tensor } from "./tensor.ts";
 import { type ActiveTrace, bind, tidy, topTrace, withTrace } from "./engine.ts";
-import { flatten, unflatten } from "./tree.ts";
+import { flatten, type TreeDef, unflatten } from "./tree.ts";
 import { RULES } from "../ops/table.ts";
 import type { Prim, PrimParams } from "../ops/prim.ts";
 import { isFloat } from "../ops/dtype.ts";
 import * as api from "../ops/api.ts";
 import { fmt, sameShape } from "../ops/shape.ts";
 
-interface Node {
+/** A node of the backward graph. */
+export interface Node {
   readonly id: number;
   readonly parents: readonly (Node | null)[];
   /** Operand cotangents from the output cotangent; null for inputs (leaves). */
   readonly backward: ((ct: Tensor) => readonly (Tensor | null)[]) | null;
+  /** Its cotangent only signals that `backward` must run (several outputs of one `remat`): never summed. */
+  readonly trigger?: boolean;
 }
 
 interface Payload {
@@ -74,11 +77,21 @@ export class VjpTrace implements ActiveTrace {
   }
 }
 
+/** @internal A new backward node, later than every existing one (the backward pass runs in reverse id order). */
+export function makeNode(
+  parents: readonly (Node | null)[],
+  backward: (ct: Tensor) => readonly (Tensor | null)[],
+  trigger = false,
+): Node {
+  return { id: nextId++, parents, backward, trigger };
+}
+
 /** Propagates cotangents from output nodes back to every reachable node. */
 function backward(seeds: [Node, Tensor][]): Map<Node, Tensor> {
   const cts = new Map<Node, Tensor>();
   const accumulate = (n: Node, g: Tensor) => {
     const prev = cts.get(n);
+    if (prev && n.trigger) return;
     cts.set(n, prev ? api.add(prev, g) : g);
   };
   const seen = new Set<Node>();
@@ -107,6 +120,40 @@ function backward(seeds: [Node, Tensor][]): Map<Node, Tensor> {
 export type Pullback = (ct: unknown) => unknown[];
 
 /**
+ * @internal `vjp` on flat leaves: `f` maps input leaves to output leaves; float tensor leaves are differentiated.
+ * The pullback takes one cotangent (or null) per output leaf and returns one per input leaf: null for leaves that
+ * are not differentiated or that the seeded outputs do not reach.
+ */
+export function vjpLeaves(
+  f: (ins: unknown[]) => unknown[],
+  leaves: readonly unknown[],
+): [unknown[], (cts: readonly (Tensor | null)[]) => (Tensor | null)[]] {
+  return withTrace((level) => new VjpTrace(level), (trace) => {
+    const inputs = leaves.map((l) => (l instanceof Tensor && isFloat(l.dtype) ? trace.input(l) : l));
+    const outLeaves = f(inputs);
+    const outNodes = outLeaves.map((l) => (l instanceof Tensor ? trace.node(l) : null));
+    const outPrimals = outLeaves.map((l) => (l instanceof Tensor ? trace.primal(l) : l));
+    const pullback = (ctLeaves: readonly (Tensor | null)[]) => {
+      const seeds: [Node, Tensor][] = [];
+      outNodes.forEach((n, i) => {
+        const g = ctLeaves[i];
+        if (!n || !g) return;
+        const o = outPrimals[i] as Tensor;
+        if (!sameShape(g.shape, o.shape) || g.dtype !== o.dtype) {
+          throw new TypeError(
+            `vjp: cotangent ${g.dtype}${fmt(g.shape)} does not match output ${o.dtype}${fmt(o.shape)}`,
+          );
+        }
+        seeds.push([n, g]);
+      });
+      const cts = backward(seeds);
+      return inputs.map((t) => (t instanceof Tensor && trace.owns(t) ? cts.get(trace.node(t)!) ?? null : null));
+    };
+    return [outPrimals, pullback];
+  });
+}
+
+/**
  * Evaluates `f(...primals)` and returns its output with a pullback. Float tensor leaves of the arguments are
  * differentiated; the pullback returns, per argument, a tree of cotangents (zeros where the output does not
  * depend on a leaf, null for non-float leaves).
@@ -119,46 +166,34 @@ export type Pullback = (ct: unknown) => unknown[];
  * ```
  */
 export function vjp<R = Tensor>(f: (...args: never[]) => R, ...primals: unknown[]): [R, Pullback] {
-  return withTrace((level) => new VjpTrace(level), (trace) => {
-    const flats = primals.map((p) => flatten<unknown>(p));
-    const inputs = flats.map(({ leaves }) =>
-      leaves.map((l) => (l instanceof Tensor && isFloat(l.dtype) ? trace.input(l) : l))
+  const flats = primals.map((p) => flatten<unknown>(p));
+  let outDef: TreeDef | null = null;
+  const [outLeaves, pull] = vjpLeaves((ins) => {
+    let k = 0;
+    const args = flats.map(({ def, leaves }) => unflatten(def, ins.slice(k, k += leaves.length)));
+    const out = flatten<unknown>((f as (...a: unknown[]) => unknown)(...args));
+    outDef = out.def;
+    return out.leaves;
+  }, flats.flatMap((fl) => fl.leaves));
+  const pullback: Pullback = (ct) => {
+    const { leaves: ctLeaves, def: ctDef } = flatten<unknown>(ct);
+    if (JSON.stringify(ctDef) !== JSON.stringify(outDef)) {
+      throw new TypeError("vjp: the cotangent does not have the structure of the output");
+    }
+    const cts = pull(ctLeaves.map((g) => (g instanceof Tensor ? g : null)));
+    let k = 0;
+    return flats.map(({ def, leaves }) =>
+      unflatten(
+        def,
+        leaves.map((l) => {
+          const g = cts[k++];
+          if (!(l instanceof Tensor) || !isFloat(l.dtype)) return null;
+          return g ?? api.zerosLike(l);
+        }),
+      )
     );
-    const args = flats.map(({ def }, i) => unflatten(def, inputs[i]));
-    const out = (f as (...a: unknown[]) => unknown)(...args);
-    const { leaves: outLeaves, def: outDef } = flatten<unknown>(out);
-    const outNodes = outLeaves.map((l) => (l instanceof Tensor ? trace.node(l) : null));
-    const outPrimals = outLeaves.map((l) => (l instanceof Tensor ? trace.primal(l) : l));
-    const pullback: Pullback = (ct) => {
-      const { leaves: ctLeaves, def: ctDef } = flatten<unknown>(ct);
-      if (JSON.stringify(ctDef) !== JSON.stringify(outDef)) {
-        throw new TypeError("vjp: the cotangent does not have the structure of the output");
-      }
-      const seeds: [Node, Tensor][] = [];
-      outNodes.forEach((n, i) => {
-        const g = ctLeaves[i];
-        if (!n || !(g instanceof Tensor)) return;
-        const o = outPrimals[i] as Tensor;
-        if (!sameShape(g.shape, o.shape) || g.dtype !== o.dtype) {
-          throw new TypeError(
-            `vjp: cotangent ${g.dtype}${fmt(g.shape)} does not match output ${o.dtype}${fmt(o.shape)}`,
-          );
-        }
-        seeds.push([n, g]);
-      });
-      const cts = backward(seeds);
-      return inputs.map((ins, k) =>
-        unflatten(
-          flats[k].def,
-          ins.map((t, j) => {
-            if (!(t instanceof Tensor) || !trace.owns(t)) return null;
-            return cts.get(trace.node(t)!) ?? api.zerosLike(flats[k].leaves[j] as Tensor);
-          }),
-        )
-      );
-    };
-    return [unflatten<R>(outDef, outPrimals), pullback];
-  });
+  };
+  return [unflatten<R>(outDef!, outLeaves), pullback];
 }
 
 /** Options of `grad` and `valueAndGrad`. */

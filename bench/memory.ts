@@ -1,14 +1,16 @@
 /**
- * Memory stability of a long jitted training loop: 1,000 calls of an SGD step of a small MLP,
+ * Memory stability of long jitted loops. First, 1,000 calls of an SGD step of a small MLP,
  * `jit(step, { donate: [0] })`, with the loss read back only every 100 calls. Reports the process RSS
  * (`Deno.memoryUsage().rss`) at call 100 and call 1000 and its drift, the backend's pooled and live GPU bytes at
  * both points (they should be equal), and the GPU buffers created after the warm-up (calls 101..1000; should
- * be 0).
+ * be 0). Then `bench/memory_train.ts`: N steps of the default training preset, with the slopes of pooled GPU
+ * bytes and RSS per step, with a forced GC and without (`IBOT_BENCH_MEMORY_STEPS`, default 1000).
  *
  * @module
  */
 import { type Backend, jit, nn, random, type Tensor, tidy, tree, valueAndGrad, zeros } from "../mod.ts";
 import { asWebGpu, fmtMiB, fmtNum, header, machine, mdTable, progress, writeResults } from "./util.ts";
+import { TRAIN_STEPS, trainingLoop, trainingTables } from "./memory_train.ts";
 
 const CALLS = 1000;
 const READ_EVERY = 100;
@@ -121,6 +123,8 @@ export async function run(backend: Backend): Promise<void> {
   const m = machine(backend);
   const loops = [await loop(backend, false)];
   if (gcFn) loops.push(await loop(backend, true));
+  const training = [await trainingLoop(backend, false)];
+  if (gcFn) training.push(await trainingLoop(backend, true));
   const { batch, input, hidden, output } = DIMS;
   const bytes = (n: number) => `${n.toLocaleString("en-US")} B`;
   const summary = mdTable(
@@ -166,7 +170,7 @@ export async function run(backend: Backend): Promise<void> {
     ),
     [false, true, true, true, true, true, true, true],
   );
-  const md = header("memory: 1,000 calls of a jitted SGD step", m, [
+  const md = header(`memory: 1,000 calls of a jitted SGD step, ${TRAIN_STEPS} training steps`, m, [
     `Step: \`jit(step, { donate: [0] })\` of an MLP ${input}→${hidden}→${output} (GELU, MSE) on a batch of ${batch}: \`valueAndGrad\`,`,
     `then SGD on the params pytree (donated, so updated in place). ${CALLS} calls; the loss is read back every ${READ_EVERY}`,
     "calls (and disposed otherwise). Call 100 is the reference point after warm-up. The loop runs twice with a fresh",
@@ -178,6 +182,15 @@ export async function run(backend: Backend): Promise<void> {
     "",
     detail,
     "",
+    ...trainingTables(training),
   ]);
-  await writeResults("memory", { machine: m, dims: DIMS, calls: CALLS, readEvery: READ_EVERY, loops }, md);
+  await writeResults("memory", {
+    machine: m,
+    dims: DIMS,
+    calls: CALLS,
+    readEvery: READ_EVERY,
+    loops,
+    trainSteps: TRAIN_STEPS,
+    training,
+  }, md);
 }

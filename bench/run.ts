@@ -3,7 +3,8 @@
  * vit_step` only those named. Each writes `bench/results/<name>.json` and `<name>.md` (a table naming the machine, the adapter and
  * the date) and prints the table.
  *
- * - `memory`: 1,000 calls of a jitted SGD step, RSS and GPU memory drift (`bench/memory.ts`).
+ * - `memory`: 1,000 calls of a jitted SGD step and N steps of the default training preset: RSS and GPU memory
+ *   drift and slopes (`bench/memory.ts`; N from `IBOT_BENCH_MEMORY_STEPS`, default 1000).
  * - `matmul`: eager matmul GFLOP/s against tfjs-webgpu and jax-js on the same adapter (`bench/matmul.ts`).
  * - `vit_step`: a tiny-ViT forward+backward, eager vs `jit`, and its compile time (`bench/vit_step.ts`).
  * - `vit_forward`: a ViT-S/16 forward, batch 8, 224 px, against the offline PyTorch reference (`bench/vit_forward.ts`).

@@ -12,7 +12,7 @@ import { need, runCli, seedFlag, UsageError } from "./lib/cli.ts";
 import { inJob, joinJob } from "./lib/job.ts";
 import type { Communicator } from "../distributed/mod.ts";
 import { FOLDER_TEST_FRACTION, loadData } from "./lib/data.ts";
-import { initBackend } from "../mod.ts";
+import { initBackend, parseBytes, PlanMemoryError } from "../mod.ts";
 import { PRESETS, type PretrainConfig } from "../train/presets.ts";
 import { NonFiniteLossError, pretrain, type Progress } from "../train/pretrain.ts";
 import { NonFiniteStateError } from "../train/checkpoint.ts";
@@ -61,6 +61,11 @@ Options:
   --seed N             seed of everything, 0 to 2^53 - 2 (default 0)
   --backend NAME       auto | webgpu | cpu (default auto)
   --log-every N        read metrics back every N steps (default 10)
+  --remat              recompute each backbone block's activations in the backward pass instead of
+                       keeping them (less memory, about one more forward pass; same values)
+  --max-memory SIZE    refuse a training step whose compiled plan needs more than SIZE at its peak
+                       (e.g. 6GiB, 500MB), before allocating it; the device's buffer limits are
+                       always checked
   -h, --help           show this help
 
 Fashion-MNIST comes from Debian's dataset-fashion-mnist (${FMNIST_DIR}; needs --allow-read).`;
@@ -93,6 +98,8 @@ const OPTIONS = {
   backend: { type: "string" },
   "log-every": { type: "string" },
   "pred-start-epoch": { type: "string" },
+  remat: { type: "boolean" },
+  "max-memory": { type: "string" },
   help: { type: "boolean", short: "h" },
 } as const;
 type Values = ReturnType<typeof parseArgs<{ options: typeof OPTIONS; strict: true }>>["values"];
@@ -151,6 +158,18 @@ async function main(): Promise<number> {
   if (microBatch !== undefined && cfg.batchSize % microBatch !== 0) {
     throw new UsageError(`--micro-batch ${microBatch} must divide the batch size ${cfg.batchSize}`);
   }
+  if (values.remat) {
+    if (cfg.swin) cfg.swin = { ...cfg.swin, remat: true };
+    else cfg.backbone = { ...cfg.backbone, remat: true };
+  }
+  let maxMemory: number | undefined;
+  if (values["max-memory"] !== undefined) {
+    try {
+      maxMemory = parseBytes(values["max-memory"]);
+    } catch (e) {
+      throw new UsageError(`--max-memory: ${(e as Error).message}`);
+    }
+  }
   const steps = positiveInt("steps", values.steps);
   const seed = seedFlag(values.seed);
   const kind = values.backend ?? "auto";
@@ -175,16 +194,21 @@ async function main(): Promise<number> {
         `(--batch-size ${cfg.batchSize} over ${comm.size} processes)`,
     );
   }
-  return await inJob(comm, USAGE, EXPECTED, () => train(values, cfg, { steps, seed, microBatch, kind, comm }));
+  return await inJob(
+    comm,
+    USAGE,
+    EXPECTED,
+    () => train(values, cfg, { steps, seed, microBatch, maxMemory, kind, comm }).catch(withMemoryFlags),
+  );
 }
 
 /** Everything after the command line is understood: load, train, evaluate, report. */
 async function train(
   values: Values,
   cfg: PretrainConfig,
-  run: { steps?: number; seed: number; microBatch?: number; kind: string; comm?: Communicator },
+  run: { steps?: number; seed: number; microBatch?: number; maxMemory?: number; kind: string; comm?: Communicator },
 ): Promise<number> {
-  const { steps, seed, microBatch, kind, comm } = run;
+  const { steps, seed, microBatch, maxMemory, kind, comm } = run;
   const backend = await initBackend(kind as "auto" | "webgpu" | "cpu");
   const ds = await loadData(values.data ?? cfg.data);
   if (ds.channels !== cfg.augment.channels) {
@@ -228,6 +252,7 @@ async function train(
     backend,
     seed,
     steps,
+    maxMemory,
     out: values.out,
     resume: values.resume,
     evaluate,
@@ -259,5 +284,20 @@ async function train(
   return 0;
 }
 
-const EXPECTED = [NonFiniteLossError, NonFiniteStateError];
+/** The step's memory refusal, with the flags of this command that lower it. */
+class StepMemoryError extends Error {
+  override name = "StepMemoryError";
+}
+
+/** Rewords a `PlanMemoryError` with this command's flags; rethrows anything else. */
+function withMemoryFlags(e: unknown): never {
+  if (!(e instanceof PlanMemoryError)) throw e;
+  const remat = Deno.args.includes("--remat");
+  throw new StepMemoryError(
+    `the training step ${e.summary.replace("(maxMemory)", "(--max-memory)")}; lower it with --batch-size, ` +
+      `--micro-batch${remat ? "" : " or --remat"}`,
+  );
+}
+
+const EXPECTED = [NonFiniteLossError, NonFiniteStateError, StepMemoryError];
 await runCli(main, USAGE, EXPECTED);

@@ -18,6 +18,7 @@ import * as random from "../ops/random.ts";
 import { allocHost, type DType } from "../ops/dtype.ts";
 import { full } from "../ops/create.ts";
 import { fmt } from "../ops/shape.ts";
+import { remat } from "../autograd/remat.ts";
 import { ParamSpec } from "./spec.ts";
 
 // ---------------------------------------------------------------------------------------------------------
@@ -47,6 +48,11 @@ export interface SwinConfig {
   dropPathRate: number;
   /** Whether the model has `masked_embed` (the student does, the teacher does not). */
   maskedEmbed: boolean;
+  /**
+   * Rematerialise each block (`remat`): under `grad`, only the blocks' inputs are kept and each block's
+   * activations are recomputed in the backward pass (less memory, one more forward; same values).
+   */
+  remat?: boolean;
 }
 
 /**
@@ -544,6 +550,9 @@ export function swinBlock(p: SwinBlockParams, x: Tensor, opts: SwinBlockOptions)
   return api.add(y, drop(k2, m));
 }
 
+/** `swinBlock` rematerialised under `grad` (`SwinConfig.remat`). */
+const rematSwinBlock = remat(swinBlock);
+
 /**
  * Patch merging on `[B, H·W, C]`: zero-pad to even sides, concatenate the (even, even), (odd, even),
  * (even, odd), (odd, odd) sub-grids along channels, LayerNorm(4C), Linear 4C → 2C without bias.
@@ -670,6 +679,7 @@ export function swin(params: SwinParams, images: Tensor, opts: SwinOptions): Ten
     throw new TypeError(`swin: training with dropPathRate ${config.dropPathRate} needs a PRNG key`);
   }
   let blockIndex = 0;
+  const block = config.remat ? rematSwinBlock : swinBlock;
   layout.forEach((st, s) => {
     const lp = params.layers[s];
     if (lp.blocks.length !== st.shifts.length) {
@@ -678,7 +688,7 @@ export function swin(params: SwinParams, images: Tensor, opts: SwinOptions): Ten
     lp.blocks.forEach((bp, j) => {
       const key = train && opts.key ? random.foldIn(opts.key, blockIndex) : undefined;
       blockIndex++;
-      x = swinBlock(bp, x, {
+      x = block(bp, x, {
         numHeads: st.numHeads,
         windowSize: st.windowSize,
         shiftSize: st.shifts[j],

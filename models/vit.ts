@@ -21,6 +21,7 @@ import { full } from "../ops/create.ts";
 import type { DType } from "../ops/dtype.ts";
 import { fmt } from "../ops/shape.ts";
 import { fromPaths, leaves } from "../autograd/tree.ts";
+import { remat } from "../autograd/remat.ts";
 
 /** Architecture of a ViT backbone (spec §1.1). */
 export interface VitConfig {
@@ -46,6 +47,11 @@ export interface VitConfig {
   layerNormEps: number;
   /** Whether the tree has the learnable mask token `masked_embed` (student: true; the teacher has none). */
   maskedEmbed: boolean;
+  /**
+   * Rematerialise each block (`remat`): under `grad`, only the blocks' inputs are kept and each block's
+   * activations are recomputed in the backward pass (less memory, one more forward; same values).
+   */
+  remat: boolean;
 }
 
 /** Names of the preset architectures. */
@@ -73,6 +79,7 @@ export const VIT_DEFAULTS: Readonly<VitConfig> = Object.freeze({
   dropPathRate: 0,
   layerNormEps: 1e-6,
   maskedEmbed: true,
+  remat: false,
 });
 
 /** A preset name with overrides (`{ arch: "vit_small", patchSize: 8 }`), or a custom partial config. */
@@ -347,7 +354,28 @@ export interface VitOptions {
   train?: boolean;
   /** PRNG key for drop path. */
   key?: Tensor | null;
+  /** Rematerialise each block under `grad` (see `VitConfig.remat`). */
+  remat?: boolean;
 }
+
+/** One pre-norm block: attention and MLP residuals, each through drop path when its key is given. */
+function vitBlock(
+  b: VitBlockParams,
+  x: Tensor,
+  keys: [Tensor | null, Tensor | null],
+  rate: number,
+  numHeads: number,
+  eps: number,
+): { x: Tensor; probs: Tensor } {
+  const a = attention(b.attn, nn.layerNorm(x, b.norm1.weight, b.norm1.bias, eps), numHeads);
+  x = api.add(x, keys[0] ? nn.dropPath(keys[0], a.out, rate, true) : a.out);
+  const h = nn.layerNorm(x, b.norm2.weight, b.norm2.bias, eps);
+  const m = nn.linear(nn.gelu(nn.linear(h, b.mlp.fc1.weight, b.mlp.fc1.bias)), b.mlp.fc2.weight, b.mlp.fc2.bias);
+  return { x: api.add(x, keys[1] ? nn.dropPath(keys[1], m, rate, true) : m), probs: a.probs };
+}
+
+/** `vitBlock`'s output tokens only, rematerialised. */
+const rematBlock = remat((...args: Parameters<typeof vitBlock>) => vitBlock(...args).x);
 
 /** The result of `vit` with `returnAttention`. */
 export interface VitOutput {
@@ -404,12 +432,14 @@ export function vit(params: VitParams, images: Tensor, opts: VitOptions): Tensor
   const keys = dropping ? random.split(opts.key!, 2 * depth) : [];
   let probs: Tensor | null = null;
   params.blocks.forEach((b, i) => {
-    const a = attention(b.attn, nn.layerNorm(x, b.norm1.weight, b.norm1.bias, eps), numHeads);
-    if (i === depth - 1) probs = a.probs;
-    x = api.add(x, dropping ? nn.dropPath(keys[2 * i], a.out, rates[i], true) : a.out);
-    const h = nn.layerNorm(x, b.norm2.weight, b.norm2.bias, eps);
-    const m = nn.linear(nn.gelu(nn.linear(h, b.mlp.fc1.weight, b.mlp.fc1.bias)), b.mlp.fc2.weight, b.mlp.fc2.bias);
-    x = api.add(x, dropping ? nn.dropPath(keys[2 * i + 1], m, rates[i], true) : m);
+    const blockKeys: [Tensor | null, Tensor | null] = dropping ? [keys[2 * i], keys[2 * i + 1]] : [null, null];
+    if (opts.remat && !(opts.returnAttention && i === depth - 1)) {
+      x = rematBlock(b, x, blockKeys, rates[i], numHeads, eps);
+    } else {
+      const out = vitBlock(b, x, blockKeys, rates[i], numHeads, eps);
+      x = out.x;
+      if (i === depth - 1) probs = out.probs;
+    }
   });
   x = nn.layerNorm(x, params.norm.weight, params.norm.bias, eps);
   const tokens = opts.returnAllTokens ? x : api.reshape(api.slice(x, [0, 0, 0], [B, 1, D]), [B, D]);

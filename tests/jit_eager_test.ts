@@ -732,6 +732,9 @@ function runScenario(s: Scenario, b: Backend, k: number): ScenarioRun {
       const before = b.name === "webgpu" ? gpuStats(b).buffersCreated : 0;
       out = jf(...args);
       if (b.name === "webgpu") run.created.push(gpuStats(b).buffersCreated - before);
+      // Fresh arguments are freed too (donated ones already are), so that the next call's uploads reuse their
+      // pooled buffers instead of the ones the plan's outputs would take.
+      if (!shared) { for (const t of leavesOf(args)) if (!t.disposed) t.dispose(); }
       if (call < 2) { for (const t of leavesOf(out)) t.dispose(); }
       else {
         const outBufs = leavesOf(out).map(handleOf);

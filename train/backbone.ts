@@ -89,7 +89,7 @@ const MIN_LAST_GRID = 4;
  * smallSwin("swin_tiny", 224); // the official Swin-T/7: patch 4, depths [2, 2, 6, 2], window 7
  * ```
  */
-export function smallSwin(arch: SwinArch, cropSize: number): Required<Omit<SwinBackboneInput, "eps">> {
+export function smallSwin(arch: SwinArch, cropSize: number): Required<Omit<SwinBackboneInput, "eps" | "remat">> {
   const p = SWIN_PRESETS[arch];
   if (!p) throw new RangeError(`swin: unknown arch '${arch}' (one of ${Object.keys(SWIN_PRESETS).join(", ")})`);
   const layoutFor = (patch: number) => {

@@ -35,6 +35,7 @@ import { accumulatingStep, type PretrainStep } from "./step_accumulate.ts";
 import { hostFoldIn, hostKey, sampleStepMasks } from "./masking.ts";
 import { hyperAt, type PretrainConfig } from "./presets.ts";
 import { CheckpointError, loadCheckpoint, saveCheckpoint } from "./checkpoint.ts";
+import { planStepMemory } from "./memory.ts";
 import { knnAccuracy } from "./knn.ts";
 import { DataError } from "../errors.ts";
 import { splitFeatures as mapSplit } from "./features.ts";
@@ -113,6 +114,11 @@ export interface PretrainOptions {
    * (a folder they all see). `microBatch` then divides each process's share. Default: one process.
    */
   comm?: Communicator;
+  /**
+   * Most bytes the compiled step may hold at its peak (state, batch, activations): a step over it is refused
+   * with a `PlanMemoryError` before anything is allocated. The device's buffer limits are always checked.
+   */
+  maxMemory?: number;
 }
 
 /** Result of a run. */
@@ -293,6 +299,53 @@ export async function pretrain(cfg: PretrainConfig, ds: Dataset, opts: PretrainO
   const metricsPath = opts.out && writer ? `${opts.out}/metrics.jsonl` : null;
   if (opts.out && writer) await Deno.mkdir(opts.out, { recursive: true });
 
+  // The MIM mask grid: the patch grid of a ViT, the last stage's grid of a Swin (spec §2.5).
+  const [gh, gw] = maskGrid(vc, cfg.augment.globalCrops.size);
+  // Images per gradient pass: the whole batch, or each rank's share of it, or the given micro-batch.
+  const microBatch = opts.microBatch ?? cfg.batchSize / (comm?.size ?? 1);
+  const step: PretrainStep<State> = accumulatingStep<BackboneParams, HeadParams>({
+    backbone: (p, images, o) => backboneTokens(vc, p, images, o),
+    head: (h, tokens) => head(h, tokens, { normLastLayer: cfg.head.normLastLayer }),
+    headFeatures,
+    headPrototypes: (h, z) => headPrototypes(h, z, { normLastLayer: cfg.head.normLastLayer }),
+    // Without the official norm_last_layer, the prototype layer's weight_g is a trained parameter.
+    trainable: cfg.head.normLastLayer ? undefined : () => true,
+    globalCrops: cfg.augment.globalCrops.number,
+    studentTemp: cfg.studentTemp,
+    clipGrad: cfg.clipGrad,
+    augment: (k, x) => multiCrop(k, x, cfg.augment),
+  }, {
+    batchSize: cfg.batchSize,
+    microBatch,
+    backend,
+    maxMemory: opts.maxMemory,
+    shard: comm && { rank: comm.rank, size: comm.size },
+    reduce: comm && ((sums) => comm.allReduceSum(sums)),
+  });
+  // The step's memory is planned on placeholders before the state or any buffer of the plan exists: a step
+  // that cannot fit is refused here (PlanMemoryError) rather than failing or swapping after allocating.
+  try {
+    tidy(() =>
+      planStepMemory(
+        step,
+        (k) => initState(cfg, vc, k),
+        random.key(seed, backend),
+        {
+          batchSize: microBatch,
+          channels: ds.channels,
+          imageSize: ds.size,
+          grids: Array.from({ length: cfg.augment.globalCrops.number }, () => [gh, gw] as const),
+          masking: cfg.masking,
+        },
+        hyperAt(cfg, 0, itersPerEpoch, scheduleSteps),
+        backend,
+      )
+    );
+  } catch (e) {
+    step.dispose(); // the traced graphs' constants
+    throw e;
+  }
+
   let state = initState(cfg, vc, random.key(seed, backend));
   let startIteration = 0;
   if (opts.resume) {
@@ -309,26 +362,6 @@ export async function pretrain(cfg: PretrainConfig, ds: Dataset, opts: PretrainO
     }
   }
 
-  // The MIM mask grid: the patch grid of a ViT, the last stage's grid of a Swin (spec §2.5).
-  const [gh, gw] = maskGrid(vc, cfg.augment.globalCrops.size);
-  const step: PretrainStep<State> = accumulatingStep<BackboneParams, HeadParams>({
-    backbone: (p, images, o) => backboneTokens(vc, p, images, o),
-    head: (h, tokens) => head(h, tokens, { normLastLayer: cfg.head.normLastLayer }),
-    headFeatures,
-    headPrototypes: (h, z) => headPrototypes(h, z, { normLastLayer: cfg.head.normLastLayer }),
-    // Without the official norm_last_layer, the prototype layer's weight_g is a trained parameter.
-    trainable: cfg.head.normLastLayer ? undefined : () => true,
-    globalCrops: cfg.augment.globalCrops.number,
-    studentTemp: cfg.studentTemp,
-    clipGrad: cfg.clipGrad,
-    augment: (k, x) => multiCrop(k, x, cfg.augment),
-  }, {
-    batchSize: cfg.batchSize,
-    microBatch: opts.microBatch ?? cfg.batchSize / (comm?.size ?? 1),
-    backend,
-    shard: comm && { rank: comm.rank, size: comm.size },
-    reduce: comm && ((sums) => comm.allReduceSum(sums)),
-  });
   const maskKey = hostKey(seed + 1);
   // Host masks and their masked token rows (the head and the MIM loss run on those rows only), of the images
   // at `positions` in the step's batch.

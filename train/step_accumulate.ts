@@ -11,6 +11,7 @@ import type { Tensor } from "../autograd/tensor.ts";
 import { jit } from "../autograd/jit.ts";
 import { leaves } from "../autograd/tree.ts";
 import type { Backend } from "../ops/backend.ts";
+import type { PlanMemory } from "../autograd/memory.ts";
 import { fromTyped } from "../ops/create.ts";
 import type { StepMasks } from "./masking.ts";
 import type { HostBatch } from "./data/loader.ts";
@@ -44,6 +45,12 @@ export interface PretrainStep<S> {
   ): Promise<{ state: S; metrics: IbotMetrics }>;
   /** Plan statistics of the main plan (the fused step, or the gradient plan). */
   stats(): unknown;
+  /**
+   * The memory of the main plan (the fused step, or the gradient plan of one micro-batch: `batch` then holds one
+   * micro-batch and its `index`), planned without allocating (arguments may be placeholders); throws a
+   * `PlanMemoryError` when it cannot fit.
+   */
+  memory(state: S, batch: IbotBatch, hp: IbotHyper): PlanMemory;
   /** Frees the compiled plans. */
   dispose(): void;
 }
@@ -64,6 +71,8 @@ export interface AccumulateOptions {
   shard?: { rank: number; size: number };
   /** Adds the sums of every process (an all-reduce); called once per step, before the update. */
   reduce?: <T>(sums: T) => Promise<T>;
+  /** Most bytes a plan may hold at its peak (`jit`'s `maxMemory`). */
+  maxMemory?: number;
 }
 
 function disposeTree(tree: unknown): void {
@@ -88,7 +97,7 @@ export function accumulatingStep<B, H>(
   cfg: IbotStepConfig<B, H>,
   opts: AccumulateOptions,
 ): PretrainStep<IbotState<B, H>> {
-  const { batchSize, microBatch, backend, shard = { rank: 0, size: 1 } } = opts;
+  const { batchSize, microBatch, backend, maxMemory, shard = { rank: 0, size: 1 } } = opts;
   if (!(Number.isInteger(shard.size) && shard.size > 0 && batchSize % shard.size === 0)) {
     throw new RangeError(`the batch size ${batchSize} does not split over ${shard.size} processes`);
   }
@@ -105,7 +114,7 @@ export function accumulatingStep<B, H>(
   const mine = Int32Array.from({ length: share }, (_, i) => shard.rank + i * shard.size);
   const distributed = shard.size > 1 || opts.reduce !== undefined;
   if (microBatch === batchSize && !distributed) {
-    const step = jit(ibotStep(cfg), { donate: [0] });
+    const step = jit(ibotStep(cfg), { donate: [0], maxMemory });
     return {
       micro: false,
       run(state, batch, hp, masks) {
@@ -116,12 +125,13 @@ export function accumulatingStep<B, H>(
         return Promise.resolve(out);
       },
       stats: () => step.stats().plan,
+      memory: (state, batch, hp) => step.memory(state, batch, hp),
       dispose: () => step.dispose(),
     };
   }
-  const grads = jit(ibotGrads(cfg));
-  const add = jit(addIbotSums<IbotSums<B, H>>, { donate: [0, 1] });
-  const update = jit(ibotUpdate<B, H>(cfg), { donate: [0, 1] });
+  const grads = jit(ibotGrads(cfg), { maxMemory });
+  const add = jit(addIbotSums<IbotSums<B, H>>, { donate: [0, 1], maxMemory });
+  const update = jit(ibotUpdate<B, H>(cfg), { donate: [0, 1], maxMemory });
   return {
     micro: true,
     async run(state: S, batch, hp, masks) {
@@ -150,6 +160,7 @@ export function accumulatingStep<B, H>(
       return update(state, sums!, hp);
     },
     stats: () => grads.stats().plan,
+    memory: (state, batch, hp) => grads.memory(state, batch, hp),
     dispose: () => [grads, add, update].forEach((f) => f.dispose()),
   };
 }

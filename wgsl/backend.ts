@@ -1,8 +1,10 @@
 /**
  * The WebGPU backend. Every op encodes one dispatch into a shared open compute pass; work is submitted when a
  * value is read back (or after many dispatches), never awaited inside an op. Released buffers return to a
- * size-bucketed pool owned by the backend; uploads use fresh mapped buffers so that no queued command can
- * observe a write out of order.
+ * size-bucketed pool owned by the backend, bounded in bytes (the least recently pooled buffers are destroyed past
+ * the bound). Uploads reuse a pooled buffer of their bucket when there is one and no command is waiting to be
+ * submitted (so none can observe the write out of order), else a fresh mapped buffer: a training loop that uploads
+ * a batch per step and frees it after the step keeps reusing one buffer.
  */
 import type { Backend } from "../ops/backend.ts";
 import { allocHost, type DType, type HostArray } from "../ops/dtype.ts";
@@ -26,6 +28,8 @@ const MAX_WORKGROUPS_X = 65535;
 export const QUERIES_PER_SET = 4096;
 /** Free buffers kept per size bucket. */
 const MAX_POOLED_PER_BUCKET = 1024;
+/** Default bound of the pool's bytes (`WebGpuBackend.poolLimitBytes`). */
+export const DEFAULT_POOL_LIMIT_BYTES = 512 * 2 ** 20;
 
 /** Counters for tests and the jit debug API. */
 export interface GpuStats {
@@ -35,6 +39,22 @@ export interface GpuStats {
   pipelinesCompiled: number;
   pooledBytes: number;
   liveBytes: number;
+}
+
+/** GPU memory held by a backend, in bytes (buffer capacities: sizes rounded up to their pool bucket). */
+export interface GpuMemory {
+  /** Buffers held by tensors, jit plans and constants. */
+  liveBytes: number;
+  /** Free buffers kept in the pool for reuse. */
+  pooledBytes: number;
+  /** The most live bytes seen (since creation or `resetPeak`). */
+  peakLiveBytes: number;
+  /** The most live + pooled bytes seen: what the device held at its fullest. */
+  peakBytes: number;
+  /** Bound of `pooledBytes`; buffers past it are destroyed. */
+  poolLimitBytes: number;
+  /** Buffers created so far. */
+  buffersCreated: number;
 }
 
 /** Rounds a byte size up to its pool bucket (powers of two, at least 16 bytes). */
@@ -60,7 +80,13 @@ export class WebGpuBackend implements Backend {
     pooledBytes: 0,
     liveBytes: 0,
   };
+  /** Bound of the pool in bytes: released buffers past it are destroyed, the least recently pooled first. */
+  poolLimitBytes = DEFAULT_POOL_LIMIT_BYTES;
   private pool = new Map<number, GPUBuffer[]>();
+  /** Pooled buffers in the order they were released (oldest first), for eviction. */
+  private pooledOrder = new Set<GPUBuffer>();
+  private peakLive = 0;
+  private peakHeld = 0;
   private pipelines = new Map<string, GPUComputePipeline>();
   private kernels = new Map<string, KernelSource>();
   private encoder: GPUCommandEncoder | null = null;
@@ -86,12 +112,9 @@ export class WebGpuBackend implements Backend {
   /** A buffer of at least `bytes` from the pool, or a new one. */
   alloc(bytes: number): GpuBuf {
     const cap = bucket(bytes);
-    const free = this.pool.get(cap);
-    this.stats.liveBytes += cap;
-    if (free && free.length > 0) {
-      this.stats.pooledBytes -= cap;
-      return { buffer: free.pop()!, bytes: cap };
-    }
+    const pooled = this.takePooled(cap);
+    this.addLive(cap);
+    if (pooled) return { buffer: pooled, bytes: cap };
     this.stats.buffersCreated++;
     return { buffer: this.device.createBuffer({ size: cap, usage: USAGE }), bytes: cap };
   }
@@ -99,14 +122,58 @@ export class WebGpuBackend implements Backend {
   upload(data: HostArray, aval: Aval): GpuBuf {
     const n = size(aval.shape);
     const cap = bucket(gpuBytes(n));
+    // writeBuffer happens at the next submit, before the commands encoded so far, one of which may still read a
+    // pooled buffer's previous contents: reuse one only when nothing is encoded (as between the calls of a jitted
+    // step), else map a fresh one (eager code that interleaves uploads and ops would otherwise submit per upload).
+    const pooled = this.encoder ? null : this.takePooled(cap);
+    this.addLive(cap);
+    if (pooled) {
+      if (n > 0) {
+        const src = aval.dtype === "bool" ? Uint32Array.from(data) : data;
+        this.device.queue.writeBuffer(pooled, 0, src.buffer, src.byteOffset, gpuBytes(n));
+      }
+      return { buffer: pooled, bytes: cap };
+    }
     const buffer = this.device.createBuffer({ size: cap, usage: USAGE, mappedAtCreation: true });
     this.stats.buffersCreated++;
-    this.stats.liveBytes += cap;
     const range = buffer.getMappedRange();
     if (aval.dtype === "bool") new Uint32Array(range, 0, n).set(data);
     else new Uint8Array(range, 0, data.byteLength).set(new Uint8Array(data.buffer, data.byteOffset, data.byteLength));
     buffer.unmap();
     return { buffer, bytes: cap };
+  }
+
+  /** The most recently pooled free buffer of a bucket, or null. */
+  private takePooled(cap: number): GPUBuffer | null {
+    const buffer = this.pool.get(cap)?.pop();
+    if (!buffer) return null;
+    this.pooledOrder.delete(buffer);
+    this.stats.pooledBytes -= cap;
+    return buffer;
+  }
+
+  private addLive(cap: number): void {
+    this.stats.liveBytes += cap;
+    this.peakLive = Math.max(this.peakLive, this.stats.liveBytes);
+    this.peakHeld = Math.max(this.peakHeld, this.stats.liveBytes + this.stats.pooledBytes);
+  }
+
+  /** Live, pooled and peak bytes of this backend. */
+  memory(): GpuMemory {
+    return {
+      liveBytes: this.stats.liveBytes,
+      pooledBytes: this.stats.pooledBytes,
+      peakLiveBytes: this.peakLive,
+      peakBytes: this.peakHeld,
+      poolLimitBytes: this.poolLimitBytes,
+      buffersCreated: this.stats.buffersCreated,
+    };
+  }
+
+  /** Restarts the peaks of `memory()` from the current bytes. */
+  resetPeak(): void {
+    this.peakLive = this.stats.liveBytes;
+    this.peakHeld = this.stats.liveBytes + this.stats.pooledBytes;
   }
 
   async read(handle: unknown, aval: Aval): Promise<HostArray> {
@@ -151,15 +218,29 @@ export class WebGpuBackend implements Backend {
     const buf = handle as GpuBuf;
     this.stats.liveBytes -= buf.bytes;
     const list = this.pool.get(buf.bytes);
-    // Uploads always create fresh buffers and release them here, so without a cap the pool of small buckets
-    // (scalar constants of eager ops) grows without bound; surplus buffers are destroyed after the next submit.
-    if (list && list.length >= MAX_POOLED_PER_BUCKET) {
+    // Surplus buffers are destroyed after the next submit (queued commands may still use them).
+    if ((list && list.length >= MAX_POOLED_PER_BUCKET) || buf.bytes > this.poolLimitBytes) {
       this.doomed.push(buf.buffer);
       return;
     }
     this.stats.pooledBytes += buf.bytes;
     if (list) list.push(buf.buffer);
     else this.pool.set(buf.bytes, [buf.buffer]);
+    this.pooledOrder.add(buf.buffer);
+    this.evict(this.poolLimitBytes);
+  }
+
+  /** Destroys the least recently pooled buffers until the pool holds at most `limit` bytes. */
+  private evict(limit: number): void {
+    for (const buffer of this.pooledOrder) {
+      if (this.stats.pooledBytes <= limit) break;
+      const cap = buffer.size;
+      const list = this.pool.get(cap)!;
+      list.splice(list.indexOf(buffer), 1);
+      this.pooledOrder.delete(buffer);
+      this.stats.pooledBytes -= cap;
+      this.doomed.push(buffer);
+    }
   }
 
   /** Compiles (once) and returns the pipeline for a shader. */
@@ -294,6 +375,7 @@ fn main(@builtin(global_invocation_id) g: vec3<u32>, @builtin(num_workgroups) nw
   trim(): void {
     for (const list of this.pool.values()) this.doomed.push(...list);
     this.pool.clear();
+    this.pooledOrder.clear();
     this.stats.pooledBytes = 0;
     this.flush();
   }

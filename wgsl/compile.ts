@@ -1,8 +1,9 @@
 /**
  * Compiles a traced graph into a static WebGPU plan:
  * 1. elementwise (`map`) equations are fused into the single consumer that has their shape, so a chain of
- *    elementwise ops becomes one kernel;
- * 2. every intermediate gets a buffer slot assigned by liveness (slots are reused, peak bytes are known);
+ *    elementwise ops becomes one kernel (`fused.ts`);
+ * 2. every intermediate gets a buffer slot assigned by liveness (slots are reused, peak bytes are known and
+ *    checked against the device's limits before any buffer is created: `memory.ts`);
  * 3. pipelines and the bind groups of steps that touch only intermediates and constants are built ahead.
  * A call writes scalar inputs, binds argument and output buffers, encodes every dispatch into one compute
  * pass, submits once and returns without awaiting.
@@ -10,28 +11,14 @@
 import type { DataRef } from "../autograd/tensor.ts";
 import type { Eqn, Graph } from "../autograd/graph.ts";
 import type { Executable } from "../autograd/jit.ts";
-import type { Aval } from "../ops/prim.ts";
-import type { KernelSource } from "../ops/rule.ts";
 import { RULES } from "../ops/table.ts";
-import { broadcastStrides, mergeDims, size } from "../ops/shape.ts";
+import { size } from "../ops/shape.ts";
 import { preferMatmulLayouts } from "./layout.ts";
 import { type GpuBuf, gpuBytes, lower, QUERIES_PER_SET, type WebGpuBackend } from "./backend.ts";
-import { elementwiseKernel, offsetOf, WG } from "./codegen.ts";
+import type { PlanMemory } from "../autograd/memory.ts";
+import { assignSlots, checkDeviceMemory, webGpuPlanMemory } from "./memory.ts";
 import { type ElementSource, reduceKernel } from "./reduce.ts";
-import { PRELUDE, wgslType } from "./types.ts";
-
-/** One dispatch (or alias) of the plan, reading `inputs` and writing `out` (graph variable ids). */
-interface Step {
-  kernel: KernelSource | null;
-  inputs: number[];
-  out: number;
-  /** The graph equations this step computes (for printing). */
-  eqns: Eqn[];
-  /** Invocation `gid` reads same-sized operands only at `gid` and writes `out[gid]` (safe in place). */
-  elementwise?: boolean;
-  /** A donated operand read from the output buffer (not bound separately): the update happens in place. */
-  inPlace?: number;
-}
+import { emitTree, fusedStep, type Step } from "./fused.ts";
 
 /** Bind groups kept per dynamic step (argument/output buffers seen recently). */
 const BIND_GROUP_CACHE = 8;
@@ -72,8 +59,10 @@ export interface PlanStats {
   fusedEqns: number;
   /** Bytes of the intermediate slots (the static part of the plan). */
   slotBytes: number;
-  /** Peak bytes alive during a call: slots + arguments + outputs + constants. */
+  /** Peak bytes alive during a call: slots + arguments + outputs (not written into donated arguments) + constants. */
   peakBytes: number;
+  /** The peak's parts and the largest tensors. */
+  memory: PlanMemory;
 }
 
 const isMap = (e: Eqn) => RULES[e.prim].wgsl.kind === "map";
@@ -249,177 +238,32 @@ function limitKernelInputs(graph: Graph, producer: Map<number, Eqn>, inlined: Se
   }
 }
 
-/**
- * WGSL lines evaluating a fused elementwise tree (`members` ends with its root) at flat index `idx` of
- * `shape`; external operands are appended to `inputs` (binding order) and read with broadcast offsets.
- */
-function emitTree(
-  graph: Graph,
-  members: Eqn[],
-  inlined: ReadonlySet<number>,
-  shape: readonly number[],
-  idx: string,
-  inputs: number[],
-  inPlace = -1,
-): { lines: string[]; value: string } {
-  const n = size(shape);
-  const lines: string[] = [];
-  const loaded = new Map<number, string>();
-  const load = (id: number) => {
-    let name = loaded.get(id);
-    if (name) return name;
-    if (id === inPlace) {
-      // The operand shares the output buffer: read it from `out` before this invocation writes it.
-      lines.push(`let vout = out[${idx}];`);
-      loaded.set(id, "vout");
-      return "vout";
-    }
-    let k = inputs.indexOf(id);
-    if (k < 0) k = inputs.push(id) - 1;
-    name = `v${k}`;
-    const a = graph.avals[id];
-    if (size(a.shape) === n) lines.push(`let ${name} = in${k}[${idx}];`);
-    else {
-      const dims = mergeDims(shape, broadcastStrides(a.shape, shape));
-      lines.push(`${offsetOf(`o${k}`, idx, dims.shape, dims.strides)}`, `let ${name} = in${k}[o${k}];`);
-    }
-    loaded.set(id, name);
-    return name;
-  };
-  emitMembers(graph, members, (id) => (inlined.has(id) ? `t${id}` : load(id)), "", lines);
-  return { lines, value: `t${members[members.length - 1].out}` };
+/** A graph planned for WebGPU (kernels, donation, buffer slots and peak), before any buffer exists. */
+export interface PreparedPlan {
+  /** The graph after layout rewrites. */
+  graph: Graph;
+  /** The plan's memory at its peak. */
+  memory: PlanMemory;
+  /** @internal */
+  steps: Step[];
+  /** @internal */
+  root: Int32Array;
+  /** @internal */
+  slotOf: Int32Array;
+  /** @internal */
+  slotBytes: number[];
+  /** @internal */
+  donorOf: Map<number, number>;
+  /** @internal */
+  outputSet: Set<number>;
 }
 
-/** Appends `let t<id><suffix> = …;` for each elementwise member, reading operands through `arg`. */
-function emitMembers(
-  graph: Graph,
-  members: readonly Eqn[],
-  arg: (id: number) => string,
-  suffix: string,
-  lines: string[],
-): void {
-  for (const m of members) {
-    const w = RULES[m.prim].wgsl;
-    if (w.kind !== "map") throw new Error(`fused kernel: ${m.prim} is not elementwise`);
-    const expr = (w.expr as (a: string[], i: readonly Aval[], o: Aval, p: unknown) => string)(
-      m.inputs.map(arg),
-      m.inputs.map((id) => graph.avals[id]),
-      graph.avals[m.out],
-      m.params,
-    );
-    lines.push(`let t${m.out}${suffix}: ${wgslType(graph.avals[m.out].dtype)} = ${expr};`);
-  }
-}
-
-/** One kernel computing a fused elementwise tree; `members` ends with the root. */
-function fusedStep(graph: Graph, members: Eqn[], inlined: ReadonlySet<number>, inPlace = -1): Step {
-  const root = members[members.length - 1];
-  const out: Aval = graph.avals[root.out];
-  const n = size(out.shape);
-  const inputs: number[] = [];
-  let kernel: KernelSource;
-  if (n % 4 === 0 && n > 0) kernel = vec4Kernel(graph, members, inlined, inputs, inPlace);
-  else {
-    const { lines, value } = emitTree(graph, members, inlined, out.shape, "gid", inputs, inPlace);
-    const body = `${lines.join("\n    ")}\n    out[gid] = ${value};`;
-    kernel = elementwiseKernel(inputs.map((id) => graph.avals[id].dtype), out.dtype, n, body);
-  }
-  return {
-    kernel,
-    inputs,
-    out: root.out,
-    eqns: members,
-    elementwise: true,
-    inPlace: inPlace >= 0 ? inPlace : undefined,
-  };
-}
-
-/**
- * A fused elementwise kernel in which each invocation computes 4 consecutive elements: full-size operands and
- * the output move as vec4 (lavapipe turns a vec4 access into one vector load instead of per-lane gathers, about
- * 2× faster), broadcast operands as a vec4 when their innermost run is contiguous, as one splatted scalar when
- * it is constant over the 4 elements, else as 4 scalars. The expressions stay scalar, one copy per component.
- */
-function vec4Kernel(
-  graph: Graph,
-  members: Eqn[],
-  inlined: ReadonlySet<number>,
-  inputs: number[],
-  inPlace: number,
-): KernelSource {
-  const root = members[members.length - 1];
-  const out = graph.avals[root.out];
-  const n = size(out.shape);
-  const lines: string[] = [];
-  const decls: string[] = [];
-  const component = new Map<number, (c: number) => string>();
-  const load = (id: number): (c: number) => string => {
-    const known = component.get(id);
-    if (known) return known;
-    let get: (c: number) => string;
-    if (id === inPlace) {
-      // The operand shares the output buffer: read it from `out` before this invocation writes it.
-      lines.push(`let vout = out[gid];`);
-      get = (c) => `vout[${c}]`;
-    } else {
-      const k = inputs.push(id) - 1;
-      const a = graph.avals[id];
-      const t = wgslType(a.dtype);
-      const dims = mergeDims(out.shape, broadcastStrides(a.shape, out.shape));
-      const last = dims.shape.length - 1;
-      const innerRun = last < 0 ? n : dims.shape[last];
-      const innerStride = last < 0 ? 0 : dims.strides[last];
-      const outerAligned = dims.strides.slice(0, Math.max(last, 0)).every((d) => d % 4 === 0);
-      if (size(a.shape) === n) {
-        decls.push(`@group(0) @binding(${k}) var<storage, read> in${k}: array<vec4<${t}>>;`);
-        lines.push(`let v${k} = in${k}[gid];`);
-        get = (c) => `v${k}[${c}]`;
-      } else if (innerStride === 1 && innerRun % 4 === 0 && outerAligned) {
-        decls.push(`@group(0) @binding(${k}) var<storage, read> in${k}: array<vec4<${t}>>;`);
-        lines.push(offsetOf(`o${k}`, "e0", dims.shape, dims.strides), `let v${k} = in${k}[o${k} / 4u];`);
-        get = (c) => `v${k}[${c}]`;
-      } else if (innerStride === 0 && innerRun % 4 === 0) {
-        decls.push(`@group(0) @binding(${k}) var<storage, read> in${k}: array<${t}>;`);
-        lines.push(offsetOf(`o${k}`, "e0", dims.shape, dims.strides), `let v${k} = in${k}[o${k}];`);
-        get = () => `v${k}`;
-      } else {
-        decls.push(`@group(0) @binding(${k}) var<storage, read> in${k}: array<${t}>;`);
-        for (let c = 0; c < 4; c++) {
-          lines.push(
-            offsetOf(`o${k}_${c}`, `e0 + ${c}u`, dims.shape, dims.strides),
-            `let v${k}_${c} = in${k}[o${k}_${c}];`,
-          );
-        }
-        get = (c) => `v${k}_${c}`;
-      }
-    }
-    component.set(id, get);
-    return get;
-  };
-  for (let c = 0; c < 4; c++) {
-    emitMembers(graph, members, (id) => (inlined.has(id) ? `t${id}_${c}` : load(id)(c)), `_${c}`, lines);
-  }
-  const t = wgslType(out.dtype);
-  const code = `${PRELUDE}
-${decls.join("\n")}
-@group(0) @binding(${inputs.length}) var<storage, read_write> out: array<vec4<${t}>>;
-@compute @workgroup_size(${WG})
-fn main(@builtin(global_invocation_id) g: vec3<u32>, @builtin(num_workgroups) nw: vec3<u32>) {
-  let gid = g.x + g.y * nw.x * ${WG}u;
-  if (gid >= ${n / 4}u) { return; }
-  let e0 = gid * 4u;
-  ${lines.join("\n  ")}
-  out[gid] = vec4<${t}>(${[0, 1, 2, 3].map((c) => `t${root.out}_${c}`).join(", ")});
-}`;
-  return { code, threads: n / 4, workgroupSize: WG };
-}
-
-/** Compiles a graph for the WebGPU backend. */
-export function compileWebGpu(
+/** Plans a traced graph for the WebGPU backend: kernels, donation, buffer slots and the peak. Allocates nothing. */
+export function prepareWebGpu(
   traced: Graph,
   backend: WebGpuBackend,
   donated: ReadonlySet<number> = new Set(),
-): Executable & { stats(): PlanStats; profile(args: readonly (DataRef | number)[]): Promise<KernelTiming[]> } {
+): PreparedPlan {
   const graph = preferMatmulLayouts(traced);
   const { steps, inlined } = planSteps(graph, backend.device.limits.maxStorageBuffersPerShaderStage - 1);
   const nVars = graph.avals.length;
@@ -444,53 +288,47 @@ export function compileWebGpu(
   const stepOf = new Map<number, number>();
   steps.forEach((s, i) => stepOf.set(s.out, i));
   const donorOf = new Map<number, number>();
-  for (const o of new Set(graph.outputs.map((id) => root[id]))) {
+  const returnedRoots = new Set(graph.outputs.map((id) => root[id]));
+  const usedDonors = new Set<number>();
+  for (const o of returnedRoots) {
     const si = stepOf.get(o);
     if (si === undefined || !steps[si].kernel) continue;
     const n = size(graph.avals[o].shape);
     for (const d of donated) {
       // Not when the argument is returned, itself or through an alias (reshape, stopGradient).
-      if ([...donorOf.values()].includes(d) || graph.outputs.some((id) => root[id] === d)) continue;
+      if (usedDonors.has(d) || returnedRoots.has(d)) continue;
       if (graph.avals[d].dtype !== graph.avals[o].dtype || size(graph.avals[d].shape) !== n) continue;
       // In place only when the kernel reads the argument itself, not an alias of it (that would be bound twice).
       const direct = steps[si].inputs.every((x) => x === d || root[x] !== d);
       if (lastUse[d] < si || (lastUse[d] === si && steps[si].elementwise && direct)) {
         donorOf.set(o, d);
+        usedDonors.add(d);
         if (lastUse[d] === si) steps[si] = fusedStep(graph, steps[si].eqns, inlined, d);
         break;
       }
     }
   }
+  const { slotOf, slotBytes } = assignSlots(graph, steps, root, lastUse, (id) => !dynamic(id) && !constSet.has(id));
+  const fresh = [...outputSet].filter((id) => !inputSet.has(id) && !constSet.has(id) && !donorOf.has(id));
+  const memory = webGpuPlanMemory(graph, steps, slotBytes, fresh);
+  return { graph, memory, steps, root, slotOf, slotBytes, donorOf, outputSet };
+}
+
+/**
+ * Compiles a prepared plan: checks its peak against the device's buffer limits and `maxMemory` (a
+ * `PlanMemoryError` before any buffer is created), then creates its slots, pipelines and bind groups.
+ */
+export function compileWebGpu(
+  prepared: PreparedPlan,
+  backend: WebGpuBackend,
+  opts: { maxMemory?: number } = {},
+): Executable & { stats(): PlanStats; profile(args: readonly (DataRef | number)[]): Promise<KernelTiming[]> } {
+  checkDeviceMemory(prepared.memory, backend.device, opts.maxMemory);
+  const { graph, steps, root, slotOf, donorOf, outputSet } = prepared;
+  const inputSet = new Set(graph.inputs);
+  const constSet = new Set(graph.consts.map((c) => c.id));
   const inPlaceOutputs = new Set(steps.filter((st) => st.inPlace !== undefined).map((st) => st.out));
-  const slotOf = new Int32Array(nVars).fill(-1);
-  const slots: GpuBuf[] = [];
-  const freeSlots = new Map<number, number[]>();
-  const bucketBytes = (id: number) =>
-    Math.max(16, 2 ** Math.ceil(Math.log2(Math.max(gpuBytes(size(graph.avals[id].shape)), 1))));
-  steps.forEach((s, i) => {
-    if (s.kernel && !dynamic(s.out) && !constSet.has(s.out)) {
-      const bytes = bucketBytes(s.out);
-      const free = freeSlots.get(bytes);
-      if (free && free.length) slotOf[s.out] = free.pop()!;
-      else {
-        slotOf[s.out] = slots.length;
-        slots.push(backend.alloc(bytes));
-      }
-    }
-    for (const id of new Set(s.inputs.map((x) => root[x]))) {
-      if (lastUse[id] === i && slotOf[id] >= 0) {
-        const bytes = slots[slotOf[id]].bytes;
-        if (!freeSlots.has(bytes)) freeSlots.set(bytes, []);
-        freeSlots.get(bytes)!.push(slotOf[id]);
-      }
-    }
-    // A slot written but never read is released right away.
-    if (slotOf[s.out] >= 0 && lastUse[s.out] < 0) {
-      const bytes = slots[slotOf[s.out]].bytes;
-      if (!freeSlots.has(bytes)) freeSlots.set(bytes, []);
-      freeSlots.get(bytes)!.push(slotOf[s.out]);
-    }
-  });
+  const slots: GpuBuf[] = prepared.slotBytes.map((bytes) => backend.alloc(bytes));
   const constBuf = new Map(graph.consts.map((c) => [c.id, c.ref.handle as GpuBuf]));
 
   const kernels = steps.filter((s) => s.kernel);
@@ -510,10 +348,6 @@ export function compileWebGpu(
   });
   const scalars: DataRef[] = [];
   const dynamicGroups: Map<string, GPUBindGroup>[] = [];
-  const slotBytes = slots.reduce((a, b) => a + b.bytes, 0);
-  const argBytes = graph.inputs.reduce((a, id) => a + bucketBytes(id), 0);
-  const outBytes = [...outputSet].reduce((a, id) => a + bucketBytes(id), 0);
-  const constBytes = graph.consts.reduce((a, c) => a + (c.ref.handle as GpuBuf).bytes, 0);
 
   return {
     run(args: readonly (DataRef | number)[]): DataRef[] {
@@ -654,8 +488,9 @@ export function compileWebGpu(
       steps: steps.length,
       dispatches: kernels.length,
       fusedEqns: graph.eqns.length - steps.length,
-      slotBytes,
-      peakBytes: slotBytes + argBytes + outBytes + constBytes,
+      slotBytes: prepared.memory.intermediateBytes,
+      peakBytes: prepared.memory.peakBytes,
+      memory: prepared.memory,
     }),
   };
 }

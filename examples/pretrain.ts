@@ -14,6 +14,7 @@ import { initBackend } from "../mod.ts";
 import { PRESETS, type PretrainConfig } from "../train/presets.ts";
 import { NonFiniteLossError, pretrain, type Progress } from "../train/pretrain.ts";
 import { NonFiniteStateError } from "../train/checkpoint.ts";
+import { exitIfStopped, type ResumeBase, resumeBase, stopOnSignals } from "./lib/resume.ts";
 import { FMNIST_DIR } from "../train/data/fmnist.ts";
 import { VIT_PRESETS } from "../models/vit.ts";
 import { isSwin, smallSwin, SWIN_PRESETS, type SwinArch } from "../train/backbone.ts";
@@ -41,7 +42,11 @@ Options:
   --batch-size N       images per step (default: the preset's)
   --out DIR            write checkpoint.safetensors, metrics.jsonl and curves.png to DIR (needs
                        --allow-read=DIR --allow-write=DIR: checkpoints are renamed into place atomically)
-  --resume             continue from DIR/checkpoint.safetensors (needs --out)
+  --resume             continue from DIR/checkpoint.safetensors (needs --out) with the checkpoint's
+                       preset, configuration and seed; a flag that contradicts them is an error
+  --override-schedule  with --resume: let --epochs, --pred-start-epoch, --arch override the checkpoint's
+  --checkpoint-every N write the checkpoint every N steps (default 200; also at each epoch's end).
+                       Ctrl-C (SIGINT) or SIGTERM finishes the step, writes the checkpoint, exits 130/143
   --seed N             seed of everything (default 0)
   --backend NAME       auto | webgpu | cpu (default auto)
   --log-every N        read metrics back every N steps (default 10)
@@ -74,6 +79,8 @@ async function main(): Promise<number> {
       "batch-size": { type: "string" },
       out: { type: "string" },
       resume: { type: "boolean" },
+      "override-schedule": { type: "boolean" },
+      "checkpoint-every": { type: "string" },
       seed: { type: "string" },
       backend: { type: "string" },
       "log-every": { type: "string" },
@@ -86,10 +93,13 @@ async function main(): Promise<number> {
     console.log(USAGE);
     return 0;
   }
-  const presetName = values.preset ?? "embedded-small";
+  // A resumed run starts from the checkpoint's configuration; flags then change it (and are checked).
+  const resumed: ResumeBase | null = values.resume ? await resumeBase(values.out) : null;
+  if (values["override-schedule"] && !resumed) throw new UsageError("--override-schedule applies to --resume only");
+  const presetName = values.preset ?? resumed?.preset ?? "embedded-small";
   const preset = PRESETS[presetName];
   if (!preset) throw new UsageError(`--preset: unknown preset '${presetName}' (${Object.keys(PRESETS).join(", ")})`);
-  const cfg: PretrainConfig = structuredClone(preset);
+  const cfg: PretrainConfig = structuredClone(presetName === resumed?.preset ? resumed.config ?? preset : preset);
   if (values.arch) {
     if (isSwin(values.arch)) {
       if (!(values.arch in SWIN_PRESETS)) {
@@ -124,7 +134,8 @@ async function main(): Promise<number> {
   }
   cfg.batchSize = positiveInt("batch-size", values["batch-size"]) ?? cfg.batchSize;
   const steps = positiveInt("steps", values.steps);
-  const seed = values.seed === undefined ? 0 : Number(values.seed);
+  const checkpointEvery = positiveInt("checkpoint-every", values["checkpoint-every"]);
+  const seed = values.seed === undefined ? resumed?.seed ?? 0 : Number(values.seed);
   if (!Number.isInteger(seed)) throw new UsageError(`--seed must be an integer, got '${values.seed}'`);
   const kind = values.backend ?? "auto";
   if (!["auto", "webgpu", "cpu"].includes(kind)) throw new UsageError(`--backend must be auto, webgpu or cpu`);
@@ -162,19 +173,23 @@ async function main(): Promise<number> {
       p.patch.toFixed(4)
     }  ` +
     `lr ${p.lr.toExponential(2)}  ${p.imagesPerSecond.toFixed(1)} img/s  ETA ${fmtTime(p.etaSeconds)}`;
+  const stop = stopOnSignals();
   const result = await pretrain(cfg, ds, {
     backend,
     seed,
     steps,
     out: values.out,
     resume: values.resume,
+    overrideSchedule: values["override-schedule"],
+    checkpointEvery,
+    signal: stop.signal,
     logEvery: positiveInt("log-every", values["log-every"]) ?? 10,
     onCompiled: (s) => console.log(`compiled the training step in ${s.toFixed(1)} s`),
     onProgress: (p) => {
       if (tty) Deno.stdout.writeSync(new TextEncoder().encode(`\r${line(p)}\x1b[K`));
       else console.log(line(p));
     },
-  });
+  }).catch((e) => exitIfStopped(e, values.out)).finally(stop.remove);
   if (tty) console.log();
   const ks = Object.keys(result.knn);
   console.log(

@@ -1,7 +1,8 @@
 /**
  * The iBOT pretraining loop: initialise (or resume) the state, compile the step once, stream batches with
  * on-device augmentation and host-generated masks, log metrics every N steps, checkpoint atomically, stop on
- * a non-finite loss (naming the step, leaving the last good checkpoint), and evaluate k-NN at the end.
+ * a non-finite loss (naming the first bad step, leaving the last good checkpoint) or on request (checkpointing
+ * first), and evaluate k-NN at the end.
  *
  * Everything random derives from the seed: batch order from (seed, epoch), masks from (seed, iteration), and
  * augmentation and drop path from the PRNG key carried in the state. A resumed run therefore continues
@@ -33,7 +34,17 @@ import { adamwInit } from "./optim.ts";
 import { type IbotBatch, type IbotHyper, type IbotMetrics, type IbotState, ibotStep } from "./step.ts";
 import { hostFoldIn, hostKey, sampleStepMasks } from "./masking.ts";
 import { hyperAt, type PretrainConfig } from "./presets.ts";
-import { loadCheckpoint, saveCheckpoint } from "./checkpoint.ts";
+import { loadCheckpoint, readCheckpointMeta, saveCheckpoint } from "./checkpoint.ts";
+import {
+  checkResumable,
+  type FiniteWatch,
+  finiteWatch,
+  foldWatch,
+  Interrupted,
+  readWatch,
+  removeStaleTemps,
+  truncateMetrics,
+} from "./run_state.ts";
 import { knnAccuracy } from "./knn.ts";
 import { splitFeatures as mapSplit } from "./features.ts";
 import type { Dataset } from "./data/dataset.ts";
@@ -81,8 +92,19 @@ export interface PretrainOptions {
   steps?: number;
   /** Output folder for checkpoints and `metrics.jsonl` (none: nothing is written). */
   out?: string;
-  /** Resume from `out/checkpoint.safetensors`. */
+  /**
+   * Resume from `out/checkpoint.safetensors`. The run must have the checkpoint's preset, batch size, seed and
+   * dataset, and its configuration (else `ScheduleMismatchError`); `metrics.jsonl` is cut back to the
+   * checkpoint's step.
+   */
   resume?: boolean;
+  /** On resume, accept a configuration (schedule) that differs from the checkpoint's (default false). */
+  overrideSchedule?: boolean;
+  /**
+   * Stop request: once aborted, the run finishes the step in flight, checkpoints it (with `out`) and throws
+   * `Interrupted`.
+   */
+  signal?: AbortSignal;
   /** Read metrics back every N steps (default 10). */
   logEvery?: number;
   /** Checkpoint every N steps (default 200) and at each epoch end. */
@@ -136,6 +158,14 @@ type State = IbotState<BackboneParams, HeadParams>;
 export class NonFiniteLossError extends Error {
   /** Always `"NonFiniteLossError"`. */
   override name = "NonFiniteLossError";
+  /**
+   * @param message What happened, where, and which checkpoint is left.
+   * @param step The first step (1-based, counting those before a resume) whose loss was not finite.
+   * @param checkpoint The last good checkpoint, or null when none was written.
+   */
+  constructor(message: string, readonly step?: number, readonly checkpoint?: string | null) {
+    super(message);
+  }
 }
 
 /**
@@ -265,39 +295,45 @@ export async function pretrain(cfg: PretrainConfig, ds: Dataset, opts: PretrainO
   const ckptPath = opts.out ? `${opts.out}/checkpoint.safetensors` : null;
   const metricsPath = opts.out ? `${opts.out}/metrics.jsonl` : null;
   if (opts.out) await Deno.mkdir(opts.out, { recursive: true });
+  if (ckptPath) await removeStaleTemps(ckptPath);
+  const identity = { dataset: ds.name, trainImages: ds.train.n };
 
   let state = initState(cfg, vc, random.key(seed, backend));
   let startIteration = 0;
   if (opts.resume) {
-    if (!ckptPath) throw new Error("--resume needs --out <dir> holding checkpoint.safetensors");
+    if (!ckptPath || !metricsPath) throw new Error("--resume needs --out <dir> holding checkpoint.safetensors");
+    checkResumable(ckptPath, await readCheckpointMeta(ckptPath), { cfg, seed, ...identity }, opts.overrideSchedule);
     const loaded = await loadCheckpoint(ckptPath, state, backend);
     tidy(() => treeMap((t: Tensor) => t.dispose(), state));
     state = loaded.state;
     startIteration = loaded.meta.iteration;
-    if (loaded.meta.preset !== cfg.name || loaded.meta.batchSize !== cfg.batchSize || loaded.meta.seed !== seed) {
-      throw new Error(
-        `checkpoint '${ckptPath}' was written by preset ${loaded.meta.preset}, batch ${loaded.meta.batchSize}, ` +
-          `seed ${loaded.meta.seed}; this run is ${cfg.name}, batch ${cfg.batchSize}, seed ${seed}`,
-      );
-    }
+    // Steps past the checkpoint were logged by the run that died; this run logs them again.
+    await truncateMetrics(metricsPath, startIteration);
   }
 
   // The MIM mask grid: the patch grid of a ViT, the last stage's grid of a Swin (spec §2.5).
   const [gh, gw] = maskGrid(vc, cfg.augment.globalCrops.size);
-  const step: Jitted<[State, IbotBatch, IbotHyper], { state: State; metrics: IbotMetrics }> = jit(
-    ibotStep<BackboneParams, HeadParams>({
-      backbone: (p, images, o) => backboneTokens(vc, p, images, o),
-      head: (h, tokens) => head(h, tokens, { normLastLayer: cfg.head.normLastLayer }),
-      headFeatures,
-      headPrototypes: (h, z) => headPrototypes(h, z, { normLastLayer: cfg.head.normLastLayer }),
-      // Without the official norm_last_layer, the prototype layer's weight_g is a trained parameter.
-      trainable: cfg.head.normLastLayer ? undefined : () => true,
-      globalCrops: cfg.augment.globalCrops.number,
-      studentTemp: cfg.studentTemp,
-      clipGrad: cfg.clipGrad,
-      augment: (k, x) => multiCrop(k, x, cfg.augment),
-    }),
-    { donate: [0] },
+  const ibot = ibotStep<BackboneParams, HeadParams>({
+    backbone: (p, images, o) => backboneTokens(vc, p, images, o),
+    head: (h, tokens) => head(h, tokens, { normLastLayer: cfg.head.normLastLayer }),
+    headFeatures,
+    headPrototypes: (h, z) => headPrototypes(h, z, { normLastLayer: cfg.head.normLastLayer }),
+    // Without the official norm_last_layer, the prototype layer's weight_g is a trained parameter.
+    trainable: cfg.head.normLastLayer ? undefined : () => true,
+    globalCrops: cfg.augment.globalCrops.number,
+    studentTemp: cfg.studentTemp,
+    clipGrad: cfg.clipGrad,
+    augment: (k, x) => multiCrop(k, x, cfg.augment),
+  });
+  // The step also folds its loss into the watch of the first non-finite loss: every step is checked on the
+  // device, and the watch is read only when the metrics are.
+  type StepOut = { state: State; metrics: IbotMetrics; watch: FiniteWatch };
+  const step: Jitted<[State, IbotBatch, IbotHyper, FiniteWatch, number], StepOut> = jit(
+    (s: State, b: IbotBatch, hp: IbotHyper, w: FiniteWatch, it: number): StepOut => {
+      const out = ibot(s, b, hp);
+      return { ...out, watch: foldWatch(w, out.metrics.loss, it) };
+    },
+    { donate: [0, 3] },
   );
   const maskKey = hostKey(seed + 1);
   // Host masks and their masked token rows: the head and the MIM loss run on those rows only.
@@ -325,19 +361,52 @@ export async function pretrain(cfg: PretrainConfig, ds: Dataset, opts: PretrainO
     upload: (b) => fromTyped(b.images, b.shape, "float32", backend),
     dispose: (t) => t.dispose(),
   });
+  let watch = finiteWatch(backend);
+  let saved: number | null = opts.resume ? startIteration : null; // the step the checkpoint on disk holds
   const save = async (iteration: number) => {
     if (!ckptPath) return;
-    await saveCheckpoint(ckptPath, state, { iteration, preset: cfg.name, batchSize: cfg.batchSize, seed, config: cfg });
+    const meta = { iteration, preset: cfg.name, batchSize: cfg.batchSize, seed, ...identity, config: cfg };
+    await saveCheckpoint(ckptPath, state, meta);
+    saved = iteration;
+  };
+  const lastGood = () => (saved !== null ? ckptPath : null);
+  const nonFinite = (bad: { step: number; loss: number }) =>
+    new NonFiniteLossError(
+      `the loss became non-finite (${bad.loss}) at step ${bad.step}; ` +
+        (saved !== null
+          ? `the last good checkpoint is ${ckptPath} (step ${saved})`
+          : `no checkpoint was written${ckptPath ? " yet" : " (no output folder)"}`),
+      bad.step,
+      lastGood(),
+    );
+  // On a stop request: checkpoint the steps made since the last checkpoint (unless one was not finite), stop.
+  const stopIfAsked = async () => {
+    if (!opts.signal) return;
+    // OS signals reach their listeners when the runtime turns its I/O driver, which an await of work done on
+    // another thread (a one-byte digest) makes it do; timers do not (Deno 2.9: on the CPU backend a SIGTERM
+    // sent during a step reached its listener steps later, or only after the run).
+    await crypto.subtle.digest("SHA-256", new Uint8Array(1));
+    await new Promise((resolve) => setTimeout(resolve, 0)); // and the listener's turn
+    if (!opts.signal.aborted) return;
+    if (ckptPath && done > (saved ?? 0)) {
+      const bad = await readWatch(watch);
+      if (bad) throw nonFinite(bad);
+      await save(done);
+    }
+    throw new Interrupted(done, total, lastGood(), opts.signal.reason);
   };
   try {
+    await stopIfAsked();
     for await (const batch of loader) {
       if (done >= total) break;
       const it = batch.iteration;
       const hp = hyperAt(cfg, it, itersPerEpoch, scheduleSteps);
       const masks = masksFor(it, batch.shape[0]);
       const tCall = performance.now();
-      const out = step(state, { images: batch.data, masks: masks.masks, maskSelection: masks.maskSelection }, hp);
+      const images = { images: batch.data, masks: masks.masks, maskSelection: masks.maskSelection };
+      const out = step(state, images, hp, watch, it);
       state = out.state;
+      watch = out.watch;
       batch.data.dispose();
       [...masks.masks, masks.maskSelection.index, masks.maskSelection.weight].forEach((m) => m.dispose());
       done = it + 1;
@@ -347,16 +416,12 @@ export async function pretrain(cfg: PretrainConfig, ds: Dataset, opts: PretrainO
       const isCkpt = ckptPath !== null && (done % checkpointEvery === 0 || epochEnd || done === total);
       if (isLog || isCkpt) {
         const m = out.metrics;
-        const [loss, cls, patch, ent, agree] = await Promise.all(
-          [m.loss, m.cls, m.patch, m.teacherEntropy, m.agreement].map((t) => t.item()),
-        );
+        const [[loss, cls, patch, ent, agree], bad] = await Promise.all([
+          Promise.all([m.loss, m.cls, m.patch, m.teacherEntropy, m.agreement].map((t) => t.item())),
+          readWatch(watch),
+        ]);
         if (done === startIteration + 1) compileSeconds = (performance.now() - tCall) / 1000;
-        if (!Number.isFinite(loss)) {
-          throw new NonFiniteLossError(
-            `the loss became non-finite (${loss}) at step ${done}` +
-              (ckptPath ? `; the last good checkpoint is ${ckptPath}` : ""),
-          );
-        }
+        if (bad) throw nonFinite(bad);
         if (Number.isNaN(firstLoss)) firstLoss = loss;
         lastLoss = loss;
         const now = performance.now();
@@ -386,18 +451,23 @@ export async function pretrain(cfg: PretrainConfig, ds: Dataset, opts: PretrainO
       Object.values(out.metrics).forEach((t) => t.dispose());
       if (isCkpt) await save(done);
       if (done >= total) break;
+      await stopIfAsked();
     }
   } finally {
     await loader.return(undefined);
+    step.dispose();
+    watch.first.dispose();
+    watch.loss.dispose();
   }
   const steps = done - startIteration;
   const secondsPerStep = steps > 1 ? ((performance.now() - t0) / 1000 - compileSeconds) / Math.max(steps - 1, 1) : NaN;
-  step.dispose();
 
   let knn: Record<number, number> = {};
   let knnRandom: Record<number, number> = {};
   if (opts.evaluate ?? true) {
+    await stopIfAsked();
     knn = await evaluateKnn(state.teacher.backbone, vc, ds, cfg, backend, knnKs, opts.knnTestLimit);
+    await stopIfAsked();
     // The run's own initialisation (the same draw as step 0): random networks of one size differ by several
     // k-NN points between seeds, so another seed's network would mostly measure that spread.
     const rand = initState(cfg, vc, random.key(seed, backend));

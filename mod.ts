@@ -217,4 +217,5 @@ export {
   type Progress,
 } from "./train/pretrain.ts";
 export { knnAccuracy, type KnnOptions } from "./train/knn.ts";
-export { type CheckpointMeta, loadCheckpoint, saveCheckpoint } from "./train/checkpoint.ts";
+export { type CheckpointMeta, loadCheckpoint, readCheckpointMeta, saveCheckpoint } from "./train/checkpoint.ts";
+export { type ConfigDifference, Interrupted, ScheduleMismatchError } from "./train/run_state.ts";

@@ -158,13 +158,15 @@ type State = IbotState<BackboneParams, HeadParams>;
 export class NonFiniteLossError extends Error {
   /** Always `"NonFiniteLossError"`. */
   override name = "NonFiniteLossError";
-  /**
-   * @param message What happened, where, and which checkpoint is left.
-   * @param step The first step (1-based, counting those before a resume) whose loss was not finite.
-   * @param checkpoint The last good checkpoint, or null when none was written.
-   */
-  constructor(message: string, readonly step?: number, readonly checkpoint?: string | null) {
+  /** The first step (1-based, counting those before a resume) whose loss was not finite. */
+  readonly step?: number;
+  /** The last good checkpoint, or null when none was written. */
+  readonly checkpoint?: string | null;
+  /** An error with its message (what happened, where, which checkpoint is left), step and checkpoint. */
+  constructor(message: string, step?: number, checkpoint?: string | null) {
     super(message);
+    this.step = step;
+    this.checkpoint = checkpoint;
   }
 }
 

@@ -30,22 +30,24 @@ import type { PretrainConfig } from "./presets.ts";
 export class Interrupted extends Error {
   /** Always `"Interrupted"`. */
   override name = "Interrupted";
-  /**
-   * @param step Completed steps (counting those before a resume); the checkpoint, if any, holds this step.
-   * @param totalSteps Steps the run would have made.
-   * @param checkpoint The checkpoint that holds `step`, or null (no output folder, or no step made yet).
-   * @param reason The abort reason of the signal (e.g. `"SIGINT"`).
-   */
-  constructor(
-    readonly step: number,
-    readonly totalSteps: number,
-    readonly checkpoint: string | null,
-    readonly reason: unknown,
-  ) {
+  /** Completed steps (counting those before a resume); the checkpoint, if any, holds this step. */
+  readonly step: number;
+  /** Steps the run would have made. */
+  readonly totalSteps: number;
+  /** The checkpoint that holds `step`, or null (no output folder, or no step made yet). */
+  readonly checkpoint: string | null;
+  /** The abort reason of the signal (e.g. `"SIGINT"`). */
+  readonly reason: unknown;
+  /** The result of a run stopped after `step` of `totalSteps` steps. */
+  constructor(step: number, totalSteps: number, checkpoint: string | null, reason: unknown) {
     super(
       `interrupted at step ${step}/${totalSteps}: ` +
         (checkpoint ? `checkpoint ${checkpoint}` : "no checkpoint was written"),
     );
+    this.step = step;
+    this.totalSteps = totalSteps;
+    this.checkpoint = checkpoint;
+    this.reason = reason;
   }
 }
 
@@ -68,11 +70,12 @@ export interface ConfigDifference {
 export class ScheduleMismatchError extends Error {
   /** Always `"ScheduleMismatchError"`. */
   override name = "ScheduleMismatchError";
-  /**
-   * @param checkpoint The checkpoint's path.
-   * @param differences Every differing field.
-   */
-  constructor(readonly checkpoint: string, readonly differences: ConfigDifference[]) {
+  /** The checkpoint's path. */
+  readonly checkpoint: string;
+  /** Every differing field. */
+  readonly differences: ConfigDifference[];
+  /** The error for resuming `checkpoint` with a configuration that differs in `differences`. */
+  constructor(checkpoint: string, differences: ConfigDifference[]) {
     const fixed = differences.some((d) => !d.overridable);
     super(
       `checkpoint '${checkpoint}' does not match this run: ${
@@ -82,6 +85,8 @@ export class ScheduleMismatchError extends Error {
           ? "a resumed run keeps its preset, batch size, seed and data"
           : "a resumed run keeps the checkpoint's schedule unless it is overridden"),
     );
+    this.checkpoint = checkpoint;
+    this.differences = differences;
   }
 }
 

@@ -315,28 +315,24 @@ export async function pretrain(cfg: PretrainConfig, ds: Dataset, opts: PretrainO
 
   // The MIM mask grid: the patch grid of a ViT, the last stage's grid of a Swin (spec §2.5).
   const [gh, gw] = maskGrid(vc, cfg.augment.globalCrops.size);
-  const ibot = ibotStep<BackboneParams, HeadParams>({
-    backbone: (p, images, o) => backboneTokens(vc, p, images, o),
-    head: (h, tokens) => head(h, tokens, { normLastLayer: cfg.head.normLastLayer }),
-    headFeatures,
-    headPrototypes: (h, z) => headPrototypes(h, z, { normLastLayer: cfg.head.normLastLayer }),
-    // Without the official norm_last_layer, the prototype layer's weight_g is a trained parameter.
-    trainable: cfg.head.normLastLayer ? undefined : () => true,
-    globalCrops: cfg.augment.globalCrops.number,
-    studentTemp: cfg.studentTemp,
-    clipGrad: cfg.clipGrad,
-    augment: (k, x) => multiCrop(k, x, cfg.augment),
-  });
-  // The step also folds its loss into the watch of the first non-finite loss: every step is checked on the
-  // device, and the watch is read only when the metrics are.
-  type StepOut = { state: State; metrics: IbotMetrics; watch: FiniteWatch };
-  const step: Jitted<[State, IbotBatch, IbotHyper, FiniteWatch, number], StepOut> = jit(
-    (s: State, b: IbotBatch, hp: IbotHyper, w: FiniteWatch, it: number): StepOut => {
-      const out = ibot(s, b, hp);
-      return { ...out, watch: foldWatch(w, out.metrics.loss, it) };
-    },
-    { donate: [0, 3] },
+  const step: Jitted<[State, IbotBatch, IbotHyper], { state: State; metrics: IbotMetrics }> = jit(
+    ibotStep<BackboneParams, HeadParams>({
+      backbone: (p, images, o) => backboneTokens(vc, p, images, o),
+      head: (h, tokens) => head(h, tokens, { normLastLayer: cfg.head.normLastLayer }),
+      headFeatures,
+      headPrototypes: (h, z) => headPrototypes(h, z, { normLastLayer: cfg.head.normLastLayer }),
+      // Without the official norm_last_layer, the prototype layer's weight_g is a trained parameter.
+      trainable: cfg.head.normLastLayer ? undefined : () => true,
+      globalCrops: cfg.augment.globalCrops.number,
+      studentTemp: cfg.studentTemp,
+      clipGrad: cfg.clipGrad,
+      augment: (k, x) => multiCrop(k, x, cfg.augment),
+    }),
+    { donate: [0] },
   );
+  // Every step's loss is folded into the watch of the first non-finite one on the device (no readback); the
+  // watch is read with the metrics.
+  const watchStep = jit((w: FiniteWatch, loss: Tensor, it: number) => foldWatch(w, loss, it), { donate: [0] });
   const maskKey = hostKey(seed + 1);
   // Host masks and their masked token rows: the head and the MIM loss run on those rows only.
   const masksFor = (iteration: number, b: number) =>
@@ -405,10 +401,9 @@ export async function pretrain(cfg: PretrainConfig, ds: Dataset, opts: PretrainO
       const hp = hyperAt(cfg, it, itersPerEpoch, scheduleSteps);
       const masks = masksFor(it, batch.shape[0]);
       const tCall = performance.now();
-      const images = { images: batch.data, masks: masks.masks, maskSelection: masks.maskSelection };
-      const out = step(state, images, hp, watch, it);
+      const out = step(state, { images: batch.data, masks: masks.masks, maskSelection: masks.maskSelection }, hp);
       state = out.state;
-      watch = out.watch;
+      watch = watchStep(watch, out.metrics.loss, it);
       batch.data.dispose();
       [...masks.masks, masks.maskSelection.index, masks.maskSelection.weight].forEach((m) => m.dispose());
       done = it + 1;
@@ -458,6 +453,7 @@ export async function pretrain(cfg: PretrainConfig, ds: Dataset, opts: PretrainO
   } finally {
     await loader.return(undefined);
     step.dispose();
+    watchStep.dispose();
     watch.first.dispose();
     watch.loss.dispose();
   }

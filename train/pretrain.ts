@@ -94,8 +94,8 @@ export interface PretrainOptions {
   out?: string;
   /**
    * Resume from `out/checkpoint.safetensors`. The run must have the checkpoint's preset, batch size, seed and
-   * dataset, and its configuration (else `ScheduleMismatchError`); `metrics.jsonl` is cut back to the
-   * checkpoint's step.
+   * number of training images, and (unless `overrideSchedule`) its dataset name and configuration (else
+   * `ScheduleMismatchError`); `metrics.jsonl` is cut back to the checkpoint's step.
    */
   resume?: boolean;
   /** On resume, accept a configuration (schedule) that differs from the checkpoint's (default false). */

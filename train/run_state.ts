@@ -59,13 +59,14 @@ export interface ConfigDifference {
   checkpoint: unknown;
   /** This run's value. */
   run: unknown;
-  /** False for what fixes the data order and the meaning of a step (preset, batch size, seed, dataset). */
+  /** False for what fixes the data order and the meaning of a step (preset, batch size, seed, data size). */
   overridable: boolean;
 }
 
 /**
  * Thrown by `pretrain` when a resumed run's configuration differs from the checkpoint's: a resumed run keeps
- * the checkpoint's schedule unless `overrideSchedule` is set, and never changes its batch size, seed or data.
+ * the checkpoint's schedule unless `overrideSchedule` is set, and never changes its preset, batch size, seed
+ * or number of training images.
  */
 export class ScheduleMismatchError extends Error {
   /** Always `"ScheduleMismatchError"`. */
@@ -82,7 +83,7 @@ export class ScheduleMismatchError extends Error {
         differences.map((d) => `${d.path} is ${show(d.checkpoint)} there but ${show(d.run)} here`).join("; ")
       }; ` +
         (fixed
-          ? "a resumed run keeps its preset, batch size, seed and data"
+          ? "a resumed run keeps its preset, batch size, seed and number of training images"
           : "a resumed run keeps the checkpoint's schedule unless it is overridden"),
     );
     this.checkpoint = checkpoint;
@@ -95,9 +96,6 @@ export function show(v: unknown): string {
   return v === undefined ? "(unset)" : JSON.stringify(v);
 }
 
-/** Fields of the configuration that fix the data order and what a step is; never overridden on resume. */
-const FIXED = new Set(["name", "batchSize"]);
-
 /** The differing leaves of two JSON values (plain objects are compared key by key, anything else whole). */
 function differences(a: unknown, b: unknown, path: string, out: ConfigDifference[]): void {
   const isObj = (v: unknown): v is Record<string, unknown> => typeof v === "object" && v !== null && !Array.isArray(v);
@@ -106,13 +104,13 @@ function differences(a: unknown, b: unknown, path: string, out: ConfigDifference
       differences(a[k], b[k], path ? `${path}.${k}` : k, out);
     }
   } else if (JSON.stringify(a) !== JSON.stringify(b)) {
-    out.push({ path, checkpoint: a, run: b, overridable: !FIXED.has(path.split(".")[0]) });
+    out.push({ path, checkpoint: a, run: b, overridable: true });
   }
 }
 
 /**
  * Checks that a run may resume from a checkpoint written with `meta`: the same preset, batch size, seed and
- * dataset, and (unless `overrideSchedule`) the same configuration. Throws `ScheduleMismatchError` listing every
+ * number of training images, and (unless `overrideSchedule`) the same dataset name and configuration. Throws `ScheduleMismatchError` listing every
  * difference. A checkpoint without a stored configuration is checked on what it stores.
  */
 export function checkResumable(
@@ -122,21 +120,19 @@ export function checkResumable(
   overrideSchedule = false,
 ): void {
   const found: ConfigDifference[] = [];
-  const fixed = (p: string, checkpoint: unknown, value: unknown) => {
-    if (checkpoint !== undefined && checkpoint !== value) {
-      found.push({ path: p, checkpoint, run: value, overridable: false });
-    }
+  const compare = (p: string, checkpoint: unknown, value: unknown, overridable = false) => {
+    if (checkpoint !== undefined && checkpoint !== value) found.push({ path: p, checkpoint, run: value, overridable });
   };
-  fixed("preset", meta.preset, run.cfg.name);
-  fixed("batchSize", meta.batchSize, run.cfg.batchSize);
-  fixed("seed", meta.seed, run.seed);
-  fixed("dataset", meta.dataset, run.dataset);
-  fixed("trainImages", meta.trainImages, run.trainImages);
+  compare("preset", meta.preset, run.cfg.name);
+  compare("batchSize", meta.batchSize, run.cfg.batchSize);
+  compare("seed", meta.seed, run.seed);
+  compare("dataset", meta.dataset, run.dataset, true); // a renamed folder; its size still fixes the order
+  compare("trainImages", meta.trainImages, run.trainImages);
   if (meta.config !== undefined) {
     // Compare as stored: JSON drops undefined fields and the checkpoint went through JSON.
     const config: ConfigDifference[] = [];
     differences(meta.config, JSON.parse(JSON.stringify(run.cfg)), "", config);
-    found.push(...config.filter((d) => d.path !== "name" && d.path !== "batchSize")); // reported above
+    found.push(...config.filter((d) => d.path !== "name" && d.path !== "batchSize")); // fixed: checked above
   }
   const refused = found.filter((d) => !(overrideSchedule && d.overridable));
   if (refused.length) throw new ScheduleMismatchError(path, refused);

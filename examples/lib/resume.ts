@@ -108,7 +108,7 @@ function scheduleUsageError(e: ScheduleMismatchError): UsageError {
   return new UsageError(
     `--resume from ${e.checkpoint}: ${parts.join("; ")}; ` +
       (fixed
-        ? "a resumed run keeps its preset, batch size, seed and data"
+        ? "a resumed run keeps its preset, batch size, seed and number of training images"
         : "drop the flag to keep the checkpoint's schedule, or add --override-schedule"),
   );
 }

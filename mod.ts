@@ -236,7 +236,8 @@ export {
   type Progress,
 } from "./train/pretrain.ts";
 export { knnAccuracy, type KnnOptions } from "./train/knn.ts";
-export { type CheckpointMeta, loadCheckpoint, saveCheckpoint } from "./train/checkpoint.ts";
+export { type CheckpointMeta, loadCheckpoint, readCheckpointMeta, saveCheckpoint } from "./train/checkpoint.ts";
+export { type ConfigDifference, Interrupted, ScheduleMismatchError } from "./train/run_state.ts";
 export { DataError, InputError } from "./errors.ts";
 /** The type of a data-parallel job; the collectives themselves live in `distributed/mod.ts` (imported on demand). */
 export type { Communicator } from "./distributed/mod.ts";

@@ -15,7 +15,9 @@ import { FOLDER_TEST_FRACTION, loadData } from "./lib/data.ts";
 import { initBackend, parseBytes, PlanMemoryError } from "../mod.ts";
 import { PRESETS, type PretrainConfig } from "../train/presets.ts";
 import { NonFiniteLossError, pretrain, type Progress } from "../train/pretrain.ts";
+import { Interrupted } from "../train/run_state.ts";
 import { NonFiniteStateError } from "../train/checkpoint.ts";
+import { exitIfStopped, type ResumeBase, resumeBase, stopOnSignals } from "./lib/resume.ts";
 import { FMNIST_DIR } from "../train/data/fmnist.ts";
 import { VIT_PRESETS } from "../models/vit.ts";
 import { isSwin, smallSwin, SWIN_PRESETS, type SwinArch } from "../train/backbone.ts";
@@ -57,8 +59,12 @@ Options:
                        prints, writes --out and evaluates k-NN (--micro-batch divides batch/N)
   --out DIR            write checkpoint.safetensors, metrics.jsonl and curves.png to DIR (needs
                        --allow-read=DIR --allow-write=DIR: checkpoints are renamed into place atomically)
-  --resume             continue from DIR/checkpoint.safetensors (needs --out)
-  --seed N             seed of everything, 0 to 2^53 - 2 (default 0)
+  --resume             continue from DIR/checkpoint.safetensors (needs --out) with the checkpoint's
+                       preset, configuration and seed; a flag that contradicts them is an error
+  --override-schedule  with --resume: let --epochs, --pred-start-epoch, --arch override the checkpoint's
+  --checkpoint-every N write the checkpoint every N steps (default 200; also at each epoch's end).
+                       Ctrl-C (SIGINT) or SIGTERM finishes the step, writes the checkpoint, exits 130/143
+  --seed N             seed of everything, 0 to 2^53 - 2 (default 0, or the resumed checkpoint's)
   --backend NAME       auto | webgpu | cpu (default auto)
   --log-every N        read metrics back every N steps (default 10)
   --remat              recompute each backbone block's activations in the backward pass instead of
@@ -100,6 +106,8 @@ const OPTIONS = {
   "pred-start-epoch": { type: "string" },
   remat: { type: "boolean" },
   "max-memory": { type: "string" },
+  "override-schedule": { type: "boolean" },
+  "checkpoint-every": { type: "string" },
   help: { type: "boolean", short: "h" },
 } as const;
 type Values = ReturnType<typeof parseArgs<{ options: typeof OPTIONS; strict: true }>>["values"];
@@ -114,10 +122,13 @@ async function main(): Promise<number> {
     console.log(USAGE);
     return 0;
   }
-  const presetName = values.preset ?? "embedded-small";
+  // A resumed run starts from the checkpoint's configuration; flags then change it (and are checked).
+  const resumed: ResumeBase | null = values.resume ? await resumeBase(values.out) : null;
+  if (values["override-schedule"] && !resumed) throw new UsageError("--override-schedule applies to --resume only");
+  const presetName = values.preset ?? resumed?.preset ?? "embedded-small";
   const preset = PRESETS[presetName];
   if (!preset) throw new UsageError(`--preset: unknown preset '${presetName}' (${Object.keys(PRESETS).join(", ")})`);
-  const cfg: PretrainConfig = structuredClone(preset);
+  const cfg: PretrainConfig = structuredClone(presetName === resumed?.preset ? resumed.config ?? preset : preset);
   if (values.arch) {
     if (isSwin(values.arch)) {
       if (!(values.arch in SWIN_PRESETS)) {
@@ -171,7 +182,8 @@ async function main(): Promise<number> {
     }
   }
   const steps = positiveInt("steps", values.steps);
-  const seed = seedFlag(values.seed);
+  const checkpointEvery = positiveInt("checkpoint-every", values["checkpoint-every"]);
+  const seed = seedFlag(values.seed, resumed?.seed ?? 0);
   const kind = values.backend ?? "auto";
   if (!["auto", "webgpu", "cpu"].includes(kind)) throw new UsageError(`--backend must be auto, webgpu or cpu`);
   if (values.resume && !values.out) throw new UsageError("--resume needs --out DIR (the folder with the checkpoint)");
@@ -198,7 +210,8 @@ async function main(): Promise<number> {
     comm,
     USAGE,
     EXPECTED,
-    () => train(values, cfg, { steps, seed, microBatch, maxMemory, kind, comm }).catch(withMemoryFlags),
+    () =>
+      train(values, cfg, { steps, seed, microBatch, maxMemory, checkpointEvery, kind, comm }).catch(withMemoryFlags),
   );
 }
 
@@ -206,9 +219,17 @@ async function main(): Promise<number> {
 async function train(
   values: Values,
   cfg: PretrainConfig,
-  run: { steps?: number; seed: number; microBatch?: number; maxMemory?: number; kind: string; comm?: Communicator },
+  run: {
+    steps?: number;
+    seed: number;
+    microBatch?: number;
+    maxMemory?: number;
+    checkpointEvery?: number;
+    kind: string;
+    comm?: Communicator;
+  },
 ): Promise<number> {
-  const { steps, seed, microBatch, maxMemory, kind, comm } = run;
+  const { steps, seed, microBatch, maxMemory, checkpointEvery, kind, comm } = run;
   const backend = await initBackend(kind as "auto" | "webgpu" | "cpu");
   const ds = await loadData(values.data ?? cfg.data);
   if (ds.channels !== cfg.augment.channels) {
@@ -248,6 +269,7 @@ async function train(
       p.patch.toFixed(4)
     }  ` +
     `lr ${p.lr.toExponential(2)}  ${p.imagesPerSecond.toFixed(1)} img/s  ETA ${fmtTime(p.etaSeconds)}`;
+  const stop = stopOnSignals();
   const result = await pretrain(cfg, ds, {
     backend,
     seed,
@@ -256,6 +278,9 @@ async function train(
     out: values.out,
     resume: values.resume,
     evaluate,
+    overrideSchedule: values["override-schedule"],
+    checkpointEvery,
+    signal: stop.signal,
     logEvery: positiveInt("log-every", values["log-every"]) ?? 10,
     microBatch,
     comm,
@@ -264,7 +289,13 @@ async function train(
       if (tty) Deno.stdout.writeSync(new TextEncoder().encode(`\r${line(p)}\x1b[K`));
       else console.log(line(p));
     },
-  });
+  }).catch((e) => {
+    if (e instanceof Interrupted && comm) {
+      comm.finalize(); // every rank stopped after the same step; rank 0 alone says so
+      if (comm.rank !== 0) console.error = () => {};
+    }
+    return exitIfStopped(e, values.out);
+  }).finally(stop.remove);
   if (tty) console.log();
   const ks = Object.keys(result.knn);
   console.log(

@@ -284,15 +284,55 @@ export async function saveSafetensors(
   await writeFileAtomic(path, encodeSafetensors(entries, metadata));
 }
 
-/** Writes `bytes` to a temporary file beside `path`, then renames it over `path` (readers never see a partial file). */
+/**
+ * Writes `bytes` to a temporary file beside `path`, fsyncs it, renames it over `path` and fsyncs the folder:
+ * readers never see a partial file, and after a power loss `path` holds either the old or the new bytes (the
+ * data is on disk before the rename, the rename before returning). A killed write leaves a temporary file
+ * (`isAtomicTemp`) that a later writer may remove.
+ */
 export async function writeFileAtomic(path: string, bytes: Uint8Array): Promise<void> {
-  const tmp = `${path}.tmp-${Date.now()}-${Math.random().toString(36).slice(2)}`;
+  const tmp = `${path}${ATOMIC_TMP}${Date.now()}-${Math.random().toString(36).slice(2)}`;
   try {
-    await Deno.writeFile(tmp, bytes);
+    const file = await Deno.open(tmp, { write: true, createNew: true });
+    try {
+      for (let at = 0; at < bytes.length;) at += await file.write(bytes.subarray(at));
+      await file.sync();
+    } finally {
+      file.close();
+    }
     await Deno.rename(tmp, path);
   } catch (e) {
     await Deno.remove(tmp).catch(() => {});
     throw e;
+  }
+  await syncFolder(path.includes("/") ? path.slice(0, path.lastIndexOf("/")) || "/" : ".");
+}
+
+/** The infix of `writeFileAtomic`'s temporary files: `<path>.tmp-<ms>-<random>`. */
+const ATOMIC_TMP = ".tmp-";
+
+/** Whether `name` (a file name in the same folder) is a temporary file of an atomic write of `target`. */
+export function isAtomicTemp(name: string, target: string): boolean {
+  const base = target.slice(target.lastIndexOf("/") + 1);
+  return name.startsWith(base + ATOMIC_TMP) && /^\d+-[0-9a-z]*$/.test(name.slice(base.length + ATOMIC_TMP.length));
+}
+
+/**
+ * Makes a rename in `dir` durable (fsync of the folder). Best effort: where a folder cannot be opened (Windows,
+ * no read permission) or synced (some network file systems), the rename has still happened and only its
+ * durability across a power loss is left to the file system.
+ */
+async function syncFolder(dir: string): Promise<void> {
+  if (Deno.build.os === "windows") return; // a folder cannot be opened as a file there
+  try {
+    const d = await Deno.open(dir, { read: true });
+    try {
+      await d.sync();
+    } finally {
+      d.close();
+    }
+  } catch {
+    // see above: durability only
   }
 }
 

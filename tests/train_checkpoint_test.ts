@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { cpu, tensor } from "../mod.ts";
-import { loadCheckpoint, saveCheckpoint } from "../train/checkpoint.ts";
+import { loadCheckpoint, NonFiniteStateError, readCheckpointMeta, saveCheckpoint } from "../train/checkpoint.ts";
 
 const state = () => ({
   student: { w: tensor([[1, 2], [3, 4]], { backend: cpu }), blocks: [{ b: tensor([0.5], { backend: cpu }) }] },
@@ -41,5 +41,31 @@ Deno.test("training checkpoint: a wrong shape, a missing key or a corrupt file g
   await Deno.writeFile(path, new TextEncoder().encode("garbage"));
   await assert.rejects(loadCheckpoint(path, state(), cpu), new RegExp(`${path}`));
   await assert.rejects(loadCheckpoint(`${dir}/nope.safetensors`, state(), cpu), /nope\.safetensors' cannot be read/);
+  await Deno.remove(dir, { recursive: true });
+});
+
+Deno.test("training checkpoint: non-finite weights are refused at load, naming the tensor", async () => {
+  const { encodeSafetensors, writeFileAtomic } = await import("../models/safetensors.ts");
+  const dir = await Deno.makeTempDir();
+  const path = `${dir}/ckpt.safetensors`;
+  // saveCheckpoint refuses such a state, so write the file as another tool (or an edit) would.
+  const w = new Float32Array([1, 2, NaN, 4]);
+  await writeFileAtomic(
+    path,
+    encodeSafetensors([
+      ["student.w", { dtype: "float32", shape: [2, 2], data: w }],
+      ["student.blocks.0.b", { dtype: "float32", shape: [1], data: new Float32Array([0.5]) }],
+      ["key", { dtype: "uint32", shape: [2], data: new Uint32Array([7, 9]) }],
+    ], { format: "ibot-ts-checkpoint", meta: JSON.stringify({ iteration: 3 }) }),
+  );
+  await assert.rejects(
+    loadCheckpoint(path, state(), cpu),
+    (e: Error) =>
+      e instanceof NonFiniteStateError && e.message.includes(path) && e.message.includes("'student.w' holds NaN"),
+  );
+  // The header alone is enough for the metadata (what a resumed CLI run reads first).
+  assert.deepEqual(await readCheckpointMeta(path), { iteration: 3 });
+  await Deno.writeFile(path, new Uint8Array([255, 255, 255, 255, 0, 0, 0, 0, 123]));
+  await assert.rejects(readCheckpointMeta(path), new RegExp(`'${path}' has a corrupt header length`));
   await Deno.remove(dir, { recursive: true });
 });

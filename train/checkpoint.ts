@@ -87,21 +87,7 @@ export async function loadCheckpoint<T>(
     // Whatever the parser refuses is a property of the file, not a bug: report it as such.
     throw new CheckpointError((e as Error).message);
   }
-  if (file.metadata.format !== "ibot-ts-checkpoint" || !file.metadata.meta) {
-    throw new CheckpointError(`checkpoint '${path}' is not an ibot-ts training checkpoint (no training metadata)`);
-  }
-  let meta: CheckpointMeta;
-  try {
-    meta = JSON.parse(file.metadata.meta);
-  } catch (e) {
-    throw new CheckpointError(`checkpoint '${path}' has corrupt metadata: ${(e as Error).message}`);
-  }
-  const iteration = (meta as { iteration?: unknown } | null)?.iteration;
-  if (!(typeof iteration === "number" && Number.isSafeInteger(iteration) && iteration >= 0)) {
-    throw new CheckpointError(
-      `checkpoint '${path}' has corrupt metadata: iteration ${JSON.stringify(iteration)} is not an integer >= 0`,
-    );
-  }
+  const meta = trainingMeta(file.metadata, path);
   const want = paths<Tensor>(template);
   // Wrong shapes first: they say the most about what the file is, and a one-line report keeps the first few.
   const wrong: string[] = [];
@@ -121,10 +107,89 @@ export async function loadCheckpoint<T>(
   if (problems.length) {
     throw new CheckpointError(`checkpoint '${path}' does not fit this run:\n  ${problems.join("\n  ")}`);
   }
+  // A state saved before this check existed, or edited since, must not resume into NaN losses.
+  for (const [name, h] of file.tensors) {
+    if (h.dtype !== "float32" && h.dtype !== "float64") continue;
+    const at = h.data.findIndex((v) => !Number.isFinite(v));
+    if (at >= 0) {
+      throw new NonFiniteStateError(
+        `checkpoint '${path}': '${name}' holds ${h.data[at]} at element ${at}; refusing to resume from it`,
+      );
+    }
+  }
   const { def } = flatten(template);
   const leaves = want.map(([name]) => {
     const h = file.tensors.get(name)!;
     return fromTyped(h.data, h.shape, h.dtype, backend);
   });
   return { state: unflatten<T>(def, leaves), meta };
+}
+
+/** The training metadata of a checkpoint's `__metadata__`, or an error naming the file. */
+function trainingMeta(metadata: Record<string, string>, path: string): CheckpointMeta {
+  if (metadata.format !== "ibot-ts-checkpoint" || !metadata.meta) {
+    throw new CheckpointError(`checkpoint '${path}' is not an ibot-ts training checkpoint (no training metadata)`);
+  }
+  let meta: CheckpointMeta;
+  try {
+    meta = JSON.parse(metadata.meta);
+  } catch (e) {
+    throw new CheckpointError(`checkpoint '${path}' has corrupt metadata: ${(e as Error).message}`);
+  }
+  const iteration = (meta as { iteration?: unknown } | null)?.iteration;
+  if (!(typeof iteration === "number" && Number.isSafeInteger(iteration) && iteration >= 0)) {
+    throw new CheckpointError(
+      `checkpoint '${path}' has corrupt metadata: iteration ${JSON.stringify(iteration)} is not an integer >= 0`,
+    );
+  }
+  return meta;
+}
+
+/** Headers past this size are not read (a corrupt length field must not allocate gigabytes). */
+const MAX_HEADER_BYTES = 100_000_000;
+
+/**
+ * Reads only the metadata of a training checkpoint (its JSON header, not the tensors): what a resumed run
+ * takes its configuration from before it builds anything.
+ *
+ * @example
+ * ```ts ignore
+ * const meta = await readCheckpointMeta("out/checkpoint.safetensors");
+ * console.log(meta.iteration, meta.config);
+ * ```
+ */
+export async function readCheckpointMeta(path: string): Promise<CheckpointMeta> {
+  let file: Deno.FsFile;
+  try {
+    file = await Deno.open(path, { read: true });
+  } catch (e) {
+    throw new CheckpointError(`checkpoint '${path}' cannot be read: ${(e as Error).message}`);
+  }
+  try {
+    const readExactly = async (n: number): Promise<Uint8Array> => {
+      const buf = new Uint8Array(n);
+      for (let at = 0; at < n;) {
+        const got = await file.read(buf.subarray(at));
+        if (got === null) throw new CheckpointError(`checkpoint '${path}' is truncated (its header is cut short)`);
+        at += got;
+      }
+      return buf;
+    };
+    const size = (await file.stat()).size;
+    const headerBytes = Number(new DataView((await readExactly(8)).buffer).getBigUint64(0, true));
+    if (size < 8 || headerBytes > Math.min(size - 8, MAX_HEADER_BYTES)) {
+      throw new CheckpointError(
+        `checkpoint '${path}' has a corrupt header length ${headerBytes} (file of ${size} bytes)`,
+      );
+    }
+    let header: { __metadata__?: Record<string, string> };
+    try {
+      header = JSON.parse(new TextDecoder().decode(await readExactly(headerBytes)));
+    } catch (e) {
+      throw new CheckpointError(`checkpoint '${path}' has a corrupt header: ${(e as Error).message}`);
+    }
+    return trainingMeta(header?.__metadata__ ?? {}, path);
+  } finally {
+    file.close();
+  }
 }

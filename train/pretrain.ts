@@ -1,7 +1,8 @@
 /**
  * The iBOT pretraining loop: initialise (or resume) the state, compile the step once, stream batches with
  * on-device augmentation and host-generated masks, log metrics every N steps, checkpoint atomically, stop on
- * a non-finite loss (naming the step, leaving the last good checkpoint), and evaluate k-NN at the end.
+ * a non-finite loss (naming the first bad step, leaving the last good checkpoint) or on request (checkpointing
+ * first), and evaluate k-NN at the end.
  *
  * Everything random derives from the seed: batch order from (seed, epoch), masks from (seed, iteration), and
  * augmentation and drop path from the PRNG key carried in the state. A resumed run therefore continues
@@ -34,8 +35,18 @@ import type { IbotState } from "./step.ts";
 import { accumulatingStep, type PretrainStep } from "./step_accumulate.ts";
 import { hostFoldIn, hostKey, sampleStepMasks } from "./masking.ts";
 import { hyperAt, type PretrainConfig } from "./presets.ts";
-import { CheckpointError, loadCheckpoint, saveCheckpoint } from "./checkpoint.ts";
+import { loadCheckpoint, readCheckpointMeta, saveCheckpoint } from "./checkpoint.ts";
 import { planStepMemory } from "./memory.ts";
+import {
+  checkResumable,
+  type FiniteWatch,
+  finiteWatch,
+  foldWatch,
+  Interrupted,
+  readWatch,
+  removeStaleTemps,
+  truncateMetrics,
+} from "./run_state.ts";
 import { knnAccuracy } from "./knn.ts";
 import { DataError } from "../errors.ts";
 import { splitFeatures as mapSplit } from "./features.ts";
@@ -85,8 +96,19 @@ export interface PretrainOptions {
   steps?: number;
   /** Output folder for checkpoints and `metrics.jsonl` (none: nothing is written). */
   out?: string;
-  /** Resume from `out/checkpoint.safetensors`. */
+  /**
+   * Resume from `out/checkpoint.safetensors`. The run must have the checkpoint's preset, batch size, seed and
+   * number of training images, and (unless `overrideSchedule`) its dataset name and configuration (else
+   * `ScheduleMismatchError`); `metrics.jsonl` is cut back to the checkpoint's step.
+   */
   resume?: boolean;
+  /** On resume, accept a configuration (schedule) that differs from the checkpoint's (default false). */
+  overrideSchedule?: boolean;
+  /**
+   * Stop request: once aborted, the run finishes the step in flight, checkpoints it (with `out`) and throws
+   * `Interrupted`.
+   */
+  signal?: AbortSignal;
   /** Read metrics back every N steps (default 10). */
   logEvery?: number;
   /** Checkpoint every N steps (default 200) and at each epoch end. */
@@ -160,6 +182,16 @@ type State = IbotState<BackboneParams, HeadParams>;
 export class NonFiniteLossError extends Error {
   /** Always `"NonFiniteLossError"`. */
   override name = "NonFiniteLossError";
+  /** The first step (1-based, counting those before a resume) whose loss was not finite. */
+  readonly step?: number;
+  /** The last good checkpoint, or null when none was written. */
+  readonly checkpoint?: string | null;
+  /** An error with its message (what happened, where, which checkpoint is left), step and checkpoint. */
+  constructor(message: string, step?: number, checkpoint?: string | null) {
+    super(message);
+    this.step = step;
+    this.checkpoint = checkpoint;
+  }
 }
 
 /**
@@ -298,6 +330,8 @@ export async function pretrain(cfg: PretrainConfig, ds: Dataset, opts: PretrainO
   const ckptPath = opts.out ? `${opts.out}/checkpoint.safetensors` : null;
   const metricsPath = opts.out && writer ? `${opts.out}/metrics.jsonl` : null;
   if (opts.out && writer) await Deno.mkdir(opts.out, { recursive: true });
+  if (ckptPath && writer) await removeStaleTemps(ckptPath);
+  const identity = { dataset: ds.name, trainImages: ds.train.n };
 
   // The MIM mask grid: the patch grid of a ViT, the last stage's grid of a Swin (spec §2.5).
   const [gh, gw] = maskGrid(vc, cfg.augment.globalCrops.size);
@@ -350,18 +384,18 @@ export async function pretrain(cfg: PretrainConfig, ds: Dataset, opts: PretrainO
   let startIteration = 0;
   if (opts.resume) {
     if (!ckptPath) throw new Error("--resume needs --out <dir> holding checkpoint.safetensors");
+    checkResumable(ckptPath, await readCheckpointMeta(ckptPath), { cfg, seed, ...identity }, opts.overrideSchedule);
     const loaded = await loadCheckpoint(ckptPath, state, backend);
     tidy(() => treeMap((t: Tensor) => t.dispose(), state));
     state = loaded.state;
     startIteration = loaded.meta.iteration;
-    if (loaded.meta.preset !== cfg.name || loaded.meta.batchSize !== cfg.batchSize || loaded.meta.seed !== seed) {
-      throw new CheckpointError(
-        `checkpoint '${ckptPath}' was written by preset ${loaded.meta.preset}, batch ${loaded.meta.batchSize}, ` +
-          `seed ${loaded.meta.seed}; this run is ${cfg.name}, batch ${cfg.batchSize}, seed ${seed}`,
-      );
-    }
+    // Steps past the checkpoint were logged by the run that died; this run logs them again.
+    if (metricsPath) await truncateMetrics(metricsPath, startIteration);
   }
 
+  // Every step's loss is folded into the watch of the first non-finite one on the device (no readback); the
+  // watch is read with the metrics.
+  const watchStep = jit((w: FiniteWatch, loss: Tensor, it: number) => foldWatch(w, loss, it), { donate: [0] });
   const maskKey = hostKey(seed + 1);
   // Host masks and their masked token rows (the head and the MIM loss run on those rows only), of the images
   // at `positions` in the step's batch.
@@ -391,11 +425,47 @@ export async function pretrain(cfg: PretrainConfig, ds: Dataset, opts: PretrainO
     upload: (b) => step.micro ? undefined : fromTyped(b.images, b.shape, "float32", backend),
     dispose: (t) => t?.dispose(),
   });
+  let watch = finiteWatch(backend);
+  let saved: number | null = opts.resume ? startIteration : null; // the step the checkpoint on disk holds
   const save = async (iteration: number) => {
     if (!ckptPath || !writer) return;
-    await saveCheckpoint(ckptPath, state, { iteration, preset: cfg.name, batchSize: cfg.batchSize, seed, config: cfg });
+    const meta = { iteration, preset: cfg.name, batchSize: cfg.batchSize, seed, ...identity, config: cfg };
+    await saveCheckpoint(ckptPath, state, meta);
+    saved = iteration;
+  };
+  const lastGood = () => (saved !== null ? ckptPath : null);
+  const nonFinite = (bad: { step: number; loss: number }) =>
+    new NonFiniteLossError(
+      `the loss became non-finite (${bad.loss}) at step ${bad.step}; ` +
+        (saved !== null
+          ? `the last good checkpoint is ${ckptPath} (step ${saved})`
+          : `no checkpoint was written${ckptPath ? " yet" : " (no output folder)"}`),
+      bad.step,
+      lastGood(),
+    );
+  // On a stop request: checkpoint the steps made since the last checkpoint (unless one was not finite), stop.
+  // `together`: all ranks call it at the same point (not in rank 0's k-NN), so they can agree.
+  const stopIfAsked = async (together = true) => {
+    if (!opts.signal) return;
+    // OS signals reach their listeners when the runtime turns its I/O driver, which an await of work done on
+    // another thread (a one-byte digest) makes it do; timers do not (Deno 2.9: on the CPU backend a SIGTERM
+    // sent during a step reached its listener steps later, or only after the run).
+    await crypto.subtle.digest("SHA-256", new Uint8Array(1));
+    await new Promise((resolve) => setTimeout(resolve, 0)); // and the listener's turn
+    // Every rank of a data-parallel run must stop after the same step, or the others wait in the next all-reduce.
+    const stop = comm && together
+      ? (await comm.allReduceNumbers([opts.signal.aborted ? 1 : 0]))[0] > 0
+      : opts.signal.aborted;
+    if (!stop) return;
+    if (ckptPath && done > (saved ?? 0)) {
+      const bad = await readWatch(watch);
+      if (bad) throw nonFinite(bad);
+      await save(done);
+    }
+    throw new Interrupted(done, total, lastGood(), opts.signal.reason);
   };
   try {
+    await stopIfAsked();
     for await (const batch of loader) {
       if (done >= total) break;
       const it = batch.iteration;
@@ -403,6 +473,7 @@ export async function pretrain(cfg: PretrainConfig, ds: Dataset, opts: PretrainO
       const tCall = performance.now();
       const out = await step.run(state, batch, hp, (positions) => masksFor(it, positions));
       state = out.state;
+      watch = watchStep(watch, out.metrics.loss, it);
       done = it + 1;
       stepsSinceLog++;
       const isLog = done % logEvery === 0 || done === total || done === startIteration + 1;
@@ -410,16 +481,12 @@ export async function pretrain(cfg: PretrainConfig, ds: Dataset, opts: PretrainO
       const isCkpt = ckptPath !== null && (done % checkpointEvery === 0 || epochEnd || done === total);
       if (isLog || isCkpt) {
         const m = out.metrics;
-        const [loss, cls, patch, ent, agree] = await Promise.all(
-          [m.loss, m.cls, m.patch, m.teacherEntropy, m.agreement].map((t) => t.item()),
-        );
+        const [[loss, cls, patch, ent, agree], bad] = await Promise.all([
+          Promise.all([m.loss, m.cls, m.patch, m.teacherEntropy, m.agreement].map((t) => t.item())),
+          readWatch(watch),
+        ]);
         if (done === startIteration + 1) compileSeconds = (performance.now() - tCall) / 1000;
-        if (!Number.isFinite(loss)) {
-          throw new NonFiniteLossError(
-            `the loss became non-finite (${loss}) at step ${done}` +
-              (ckptPath ? `; the last good checkpoint is ${ckptPath}` : ""),
-          );
-        }
+        if (bad) throw nonFinite(bad);
         if (Number.isNaN(firstLoss)) firstLoss = loss;
         lastLoss = loss;
         const now = performance.now();
@@ -449,18 +516,24 @@ export async function pretrain(cfg: PretrainConfig, ds: Dataset, opts: PretrainO
       Object.values(out.metrics).forEach((t) => t.dispose());
       if (isCkpt) await save(done);
       if (done >= total) break;
+      await stopIfAsked();
     }
   } finally {
     await loader.return(undefined);
+    step.dispose();
+    watchStep.dispose();
+    watch.first.dispose();
+    watch.loss.dispose();
   }
   const steps = done - startIteration;
   const secondsPerStep = steps > 1 ? ((performance.now() - t0) / 1000 - compileSeconds) / Math.max(steps - 1, 1) : NaN;
-  step.dispose();
 
   let knn: Record<number, number> = {};
   let knnRandom: Record<number, number> = {};
   if ((opts.evaluate ?? true) && writer) {
+    await stopIfAsked(false);
     knn = await evaluateKnn(state.teacher.backbone, vc, ds, cfg, backend, knnKs, opts.knnTestLimit);
+    await stopIfAsked(false);
     // The run's own initialisation (the same draw as step 0): random networks of one size differ by several
     // k-NN points between seeds, so another seed's network would mostly measure that spread.
     const rand = initState(cfg, vc, random.key(seed, backend));

@@ -16,30 +16,17 @@
  *
  * @module
  */
-import {
-  type Backend,
-  fromTyped,
-  head,
-  headFeatures,
-  headPrototypes,
-  jit,
-  PRESETS,
-  type PretrainConfig,
-  random,
-  tidy,
-  tree,
-  vit,
-} from "../mod.ts";
+import { type Backend, fromTyped, jit, PRESETS, type PretrainConfig, random, tidy, tree } from "../mod.ts";
 import type { HeadParams } from "../models/head.ts";
-import { vitConfig, type VitParams } from "../models/vit.ts";
-import { multiCrop } from "../train/augment.ts";
+import { vitConfig } from "../models/vit.ts";
+import type { BackboneParams } from "../train/backbone.ts";
 import { hostKey, sampleStepMasks } from "../train/masking.ts";
 import { hyperAt } from "../train/presets.ts";
-import { backboneConfig, initState } from "../train/pretrain.ts";
-import { ibotGrads, type IbotState, type IbotStepConfig, type IbotSums, ibotUpdate } from "../train/step.ts";
+import { backboneConfig, initState, stepConfig } from "../train/pretrain.ts";
+import { ibotGrads, type IbotState, type IbotSums, ibotUpdate } from "../train/step.ts";
 import { asWebGpu, errorText, fmtMiB, fmtNum, header, machine, mdTable, progress, writeResults } from "./util.ts";
 
-type State = IbotState<VitParams, HeadParams>;
+type State = IbotState<BackboneParams, HeadParams>;
 
 interface Row {
   remat: boolean;
@@ -79,17 +66,7 @@ async function measure(
 ): Promise<Row> {
   const withRemat = { ...cfg, backbone: { ...cfg.backbone, ...(remat ? { remat: true } : {}) } } as PretrainConfig;
   const vc = backboneConfig(withRemat, { channels: 3, size: SIZE });
-  const stepCfg: IbotStepConfig<VitParams, HeadParams> = {
-    backbone: (p, x, o) => vit(p, x, { ...vc, returnAllTokens: true, ...o }),
-    head: (h, tokens) => head(h, tokens, { normLastLayer: cfg.head.normLastLayer }),
-    headFeatures,
-    headPrototypes: (h, z) => headPrototypes(h, z, { normLastLayer: cfg.head.normLastLayer }),
-    trainable: cfg.head.normLastLayer ? undefined : () => true,
-    globalCrops: cfg.augment.globalCrops.number,
-    studentTemp: cfg.studentTemp,
-    clipGrad: cfg.clipGrad,
-    augment: (k, x) => multiCrop(k, x, cfg.augment),
-  };
+  const stepCfg = stepConfig(cfg, vc);
   const itersPerEpoch = 1281167 / cfg.batchSize;
   const hp = hyperAt(cfg, 20 * itersPerEpoch, itersPerEpoch, cfg.epochs * itersPerEpoch);
   const g = cfg.augment.globalCrops.size / vc.patchSize;
@@ -99,7 +76,7 @@ async function measure(
   const index = fromTyped(positions, [m], "int32", backend);
   const batch = { images, masks: masks.masks, maskSelection: masks.maskSelection, index };
   const grads = jit(ibotGrads(stepCfg));
-  const update = jit(ibotUpdate<VitParams, HeadParams>(stepCfg));
+  const update = jit(ibotUpdate<BackboneParams, HeadParams>(stepCfg));
   // The running sums hold one gradient tree (the student's shape) and the two centers.
   const row: Row = { remat, microBatch: m, sumsBytes: bytesOf(state.student) + 8 * cfg.head.outDim };
   try {
@@ -110,7 +87,7 @@ async function measure(
     if (timed > 0) {
       const call = async () => {
         const t = performance.now();
-        const sums: IbotSums<VitParams, HeadParams> = grads(state, batch, hp);
+        const sums: IbotSums<BackboneParams, HeadParams> = grads(state, batch, hp);
         await sums.loss.item();
         if (row.updatePeakBytes === undefined) {
           update.graph(state, sums, hp);

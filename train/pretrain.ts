@@ -31,7 +31,7 @@ import {
 } from "./backbone.ts";
 import { multiCrop, normalize } from "./augment.ts";
 import { adamwInit } from "./optim.ts";
-import type { IbotState } from "./step.ts";
+import type { IbotState, IbotStepConfig } from "./step.ts";
 import { accumulatingStep, type PretrainStep } from "./step_accumulate.ts";
 import { hostFoldIn, hostKey, sampleStepMasks } from "./masking.ts";
 import { hyperAt, type PretrainConfig } from "./presets.ts";
@@ -208,6 +208,26 @@ function specOf(b: VitConfig | BackboneSpec): BackboneSpec {
   return "kind" in b ? b : { kind: "vit", config: b };
 }
 
+/** The training step's model functions and constants for a preset and its resolved backbone (ViT or Swin). */
+export function stepConfig(
+  cfg: PretrainConfig,
+  b: VitConfig | BackboneSpec,
+): IbotStepConfig<BackboneParams, HeadParams> {
+  const spec = specOf(b);
+  return {
+    backbone: (p, images, o) => backboneTokens(spec, p, images, o),
+    head: (h, tokens) => head(h, tokens, { normLastLayer: cfg.head.normLastLayer }),
+    headFeatures,
+    headPrototypes: (h, z) => headPrototypes(h, z, { normLastLayer: cfg.head.normLastLayer }),
+    // Without the official norm_last_layer, the prototype layer's weight_g is a trained parameter.
+    trainable: cfg.head.normLastLayer ? undefined : () => true,
+    globalCrops: cfg.augment.globalCrops.number,
+    studentTemp: cfg.studentTemp,
+    clipGrad: cfg.clipGrad,
+    augment: (k, x) => multiCrop(k, x, cfg.augment),
+  };
+}
+
 /**
  * A fresh state: student and teacher (a copy without `masked_embed`), AdamW, zero centers, the key. Takes a
  * ViT config or a resolved `BackboneSpec` (ViT or Swin).
@@ -337,18 +357,7 @@ export async function pretrain(cfg: PretrainConfig, ds: Dataset, opts: PretrainO
   const [gh, gw] = maskGrid(vc, cfg.augment.globalCrops.size);
   // Images per gradient pass: the whole batch, or each rank's share of it, or the given micro-batch.
   const microBatch = opts.microBatch ?? cfg.batchSize / (comm?.size ?? 1);
-  const step: PretrainStep<State> = accumulatingStep<BackboneParams, HeadParams>({
-    backbone: (p, images, o) => backboneTokens(vc, p, images, o),
-    head: (h, tokens) => head(h, tokens, { normLastLayer: cfg.head.normLastLayer }),
-    headFeatures,
-    headPrototypes: (h, z) => headPrototypes(h, z, { normLastLayer: cfg.head.normLastLayer }),
-    // Without the official norm_last_layer, the prototype layer's weight_g is a trained parameter.
-    trainable: cfg.head.normLastLayer ? undefined : () => true,
-    globalCrops: cfg.augment.globalCrops.number,
-    studentTemp: cfg.studentTemp,
-    clipGrad: cfg.clipGrad,
-    augment: (k, x) => multiCrop(k, x, cfg.augment),
-  }, {
+  const step: PretrainStep<State> = accumulatingStep(stepConfig(cfg, vc), {
     batchSize: cfg.batchSize,
     microBatch,
     backend,

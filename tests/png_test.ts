@@ -9,6 +9,7 @@ import {
   crc32,
   encodePng,
   encodeRgba,
+  pickRenderer,
   pngChunks,
   pngSize,
   svgToPng,
@@ -96,7 +97,7 @@ Deno.test("png: svgToPng renders an SVG (resvg) at its size and colours", async 
   const svg = `<svg xmlns="http://www.w3.org/2000/svg" width="40" height="30">` +
     `<rect width="40" height="30" fill="#ffffff"/><rect x="10" y="10" width="20" height="10" fill="#ff0000"/></svg>`;
   const renderers: ("wasm" | "native")[] = ["wasm"];
-  if (Deno.permissions.querySync({ name: "ffi" }).state === "granted") renderers.push("native");
+  if (pickRenderer() === "native") renderers.push("native"); // it needs --allow-ffi and --allow-sys
   for (const renderer of renderers) {
     const png = await svgToPng(svg, { renderer });
     const img = await decodeImage(png);

@@ -283,3 +283,8 @@ export function maskGrid(spec: BackboneSpec, cropSize: number): [number, number]
   }
   return [cropSize / cell, cropSize / cell];
 }
+
+/** A resolved backbone of either kind, from a ViT config or a `BackboneSpec`. */
+export function asBackboneSpec(b: VitConfig | BackboneSpec): BackboneSpec {
+  return "kind" in b ? b : { kind: "vit", config: b };
+}

@@ -20,8 +20,8 @@ import { head, headFeatures, headPrototypes, initHead } from "../models/head.ts"
 import type { VitConfig, VitParams } from "../models/vit.ts";
 import type { HeadParams } from "../models/head.ts";
 import {
+  asBackboneSpec,
   backboneDim,
-  backboneFeatures,
   type BackboneParams,
   type BackboneSpec,
   backboneTokens,
@@ -29,7 +29,10 @@ import {
   maskGrid,
   resolveBackbone,
 } from "./backbone.ts";
-import { multiCrop, normalize } from "./augment.ts";
+
+// The k-NN evaluation lives in evaluate.ts; these names stay importable from here.
+export { evaluateKnn, knnFeatures };
+import { multiCrop } from "./augment.ts";
 import { adamwInit } from "./optim.ts";
 import type { IbotState, IbotStepConfig } from "./step.ts";
 import { accumulatingStep, type PretrainStep } from "./step_accumulate.ts";
@@ -47,9 +50,8 @@ import {
   removeStaleTemps,
   truncateMetrics,
 } from "./run_state.ts";
-import { knnAccuracy } from "./knn.ts";
+import { evaluateKnn, knnFeatures } from "./evaluate.ts";
 import { DataError } from "../errors.ts";
-import { splitFeatures as mapSplit } from "./features.ts";
 import type { Dataset } from "./data/dataset.ts";
 import type { Communicator } from "../distributed/mod.ts";
 import { batches, stepsPerEpoch } from "./data/loader.ts";
@@ -203,17 +205,12 @@ export function backboneConfig(cfg: PretrainConfig, ds: Pick<Dataset, "channels"
   return spec.config;
 }
 
-/** A resolved backbone of either kind, from a ViT config or a `BackboneSpec`. */
-function specOf(b: VitConfig | BackboneSpec): BackboneSpec {
-  return "kind" in b ? b : { kind: "vit", config: b };
-}
-
 /** The training step's model functions and constants for a preset and its resolved backbone (ViT or Swin). */
 export function stepConfig(
   cfg: PretrainConfig,
   b: VitConfig | BackboneSpec,
 ): IbotStepConfig<BackboneParams, HeadParams> {
-  const spec = specOf(b);
+  const spec = asBackboneSpec(b);
   return {
     backbone: (p, images, o) => backboneTokens(spec, p, images, o),
     head: (h, tokens) => head(h, tokens, { normLastLayer: cfg.head.normLastLayer }),
@@ -237,7 +234,7 @@ export function initState(cfg: PretrainConfig, spec: VitConfig | BackboneSpec, k
 export function initState(cfg: PretrainConfig, b: VitConfig | BackboneSpec, key: Tensor): State {
   // The initialisers' temporaries are freed here, not left to the garbage collector (GiBs for a ViT-S/16 on a GPU).
   return tidy(() => {
-    const spec = specOf(b);
+    const spec = asBackboneSpec(b);
     const [kb, kh, kstate] = random.split(key, 3);
     const student = {
       backbone: initBackbone(kb, spec),
@@ -260,50 +257,6 @@ export function initState(cfg: PretrainConfig, b: VitConfig | BackboneSpec, key:
       key: kstate,
     };
   });
-}
-
-/**
- * Teacher features of a split, `[n, D]`: the CLS token (ViT) or the average-pooled token (Swin) after the final
- * norm, of the images normalised as in training.
- */
-export async function knnFeatures(
-  params: BackboneParams,
-  b: VitConfig | BackboneSpec,
-  ds: Dataset,
-  split: "train" | "test",
-  cfg: Pick<PretrainConfig, "augment">,
-  backend: Backend,
-  limit?: number,
-): Promise<Tensor> {
-  const spec = specOf(b);
-  const { mean, std } = cfg.augment;
-  const fwd = jit((p: BackboneParams, x: Tensor) => backboneFeatures(spec, p, normalize(x, mean, std)));
-  try {
-    return await mapSplit(ds, split, backend, (x) => fwd(params, x), limit);
-  } finally {
-    fwd.dispose();
-  }
-}
-
-/** k-NN top-1 of a backbone (ViT or Swin) on a dataset (features of the train split against the test split). */
-export async function evaluateKnn(
-  params: BackboneParams,
-  vc: VitConfig | BackboneSpec,
-  ds: Dataset,
-  cfg: Pick<PretrainConfig, "augment">,
-  backend: Backend,
-  ks: number[],
-  testLimit?: number,
-): Promise<Record<number, number>> {
-  const train = await knnFeatures(params, vc, ds, "train", cfg, backend);
-  const test = await knnFeatures(params, vc, ds, "test", cfg, backend, testLimit);
-  const n = Math.min(ds.test.n, testLimit ?? ds.test.n);
-  const acc = await knnAccuracy(train, ds.train.labels, test, ds.test.labels.subarray(0, n), ds.numClasses, {
-    ks: ks.filter((k) => k <= ds.train.n),
-  });
-  train.dispose();
-  test.dispose();
-  return acc;
 }
 
 /**

@@ -11,7 +11,7 @@ import { parseArgs } from "node:util";
 import { need, runCli, seedFlag, UsageError } from "./lib/cli.ts";
 import { inJob, joinJob } from "./lib/job.ts";
 import type { Communicator } from "../distributed/mod.ts";
-import { FOLDER_TEST_FRACTION, loadData } from "./lib/data.ts";
+import { FOLDER_TEST_FRACTION, folderImageSize, loadData } from "./lib/data.ts";
 import { initBackend, parseBytes, PlanMemoryError } from "../mod.ts";
 import { PRESETS, type PretrainConfig } from "../train/presets.ts";
 import { NonFiniteLossError, pretrain, type Progress } from "../train/pretrain.ts";
@@ -231,7 +231,7 @@ async function train(
 ): Promise<number> {
   const { steps, seed, microBatch, maxMemory, checkpointEvery, kind, comm } = run;
   const backend = await initBackend(kind as "auto" | "webgpu" | "cpu");
-  const ds = await loadData(values.data ?? cfg.data);
+  const ds = await loadData(values.data ?? cfg.data, folderImageSize(cfg.augment.globalCrops.size));
   if (ds.channels !== cfg.augment.channels) {
     throw new UsageError(
       `--data: ${ds.name} has ${ds.channels} channel(s) but preset ${cfg.name} augments ${cfg.augment.channels}`,

@@ -17,8 +17,20 @@ import { loadImageFolder } from "../../train/data/imagefolder.ts";
  */
 export const FOLDER_TEST_FRACTION = 0.1;
 
-/** Loads the dataset a `--data` value names. */
-export async function loadData(source: string): Promise<Dataset> {
+/**
+ * The side an image folder is stored at for crops of `cropSize` px: 32 for the small presets (as before), else
+ * the crop's 8/7 (256 px for 224-px crops, as ImageNet's usual resize), so that random-resized crops sample real
+ * pixels instead of upsampling a thumbnail.
+ */
+export function folderImageSize(cropSize: number): number {
+  return cropSize <= 32 ? 32 : Math.round((cropSize * 8) / 7);
+}
+
+/**
+ * Loads the dataset a `--data` value names; an image folder is decoded into memory at `folderSize` px (default
+ * 32).
+ */
+export async function loadData(source: string, folderSize = 32): Promise<Dataset> {
   if (source === "embedded") return embeddedDataset({ seed: 0 });
   if (source === "fmnist") {
     need({ name: "read", path: FMNIST_DIR }, "--data fmnist", `--allow-read=${FMNIST_DIR}`);
@@ -31,5 +43,5 @@ export async function loadData(source: string): Promise<Dataset> {
     if (e instanceof Deno.errors.NotFound) throw new UsageError(`--data ${source}: no such folder`);
     throw e;
   }
-  return await loadImageFolder(source, { testFraction: FOLDER_TEST_FRACTION });
+  return await loadImageFolder(source, { testFraction: FOLDER_TEST_FRACTION, size: folderSize });
 }

@@ -118,7 +118,52 @@ export function cast(x: Tensor, dtype: DType): Tensor {
 
 function reducer(p: ReducePrim) {
   return (x: Tensor, axes?: number | readonly number[], keepdims = false): Tensor =>
-    bind(p, [x], { axes: normAxes(axes as number[] | number | undefined, x.rank, p), keepdims });
+    reduceInStages(p, x, normAxes(axes as number[] | number | undefined, x.rank, p), keepdims);
+}
+
+/**
+ * Most elements one reduction folds into one output. llvmpipe (lavapipe) silently ends a shader invocation's loops
+ * after 65,535 iterations in all, which truncated the sum of a [2, 128, 1024] loss tensor to its first 64 Ki
+ * elements; a longer reduction therefore runs in stages (also more parallel on any device).
+ */
+export const MAX_FOLD = 32768;
+
+/** The fold's identity, used to pad an axis that is split into whole chunks. */
+function foldIdentity(p: ReducePrim, dtype: DType): number {
+  if (p === "sum") return 0;
+  const [lowest, highest] = dtype === "int32"
+    ? [-(2 ** 31), 2 ** 31 - 1]
+    : dtype === "uint32"
+    ? [0, 2 ** 32 - 1]
+    : [-Infinity, Infinity];
+  return p === "max" ? lowest : highest;
+}
+
+/** `p` over `axes` as reductions of at most `MAX_FOLD` elements each: innermost axes first, a long axis in chunks. */
+function reduceInStages(p: ReducePrim, x: Tensor, axes: number[], keepdims: boolean): Tensor {
+  if (axes.reduce((a, i) => a * x.shape[i], 1) <= MAX_FOLD) return bind(p, [x], { axes, keepdims });
+  const kept = x.shape.filter((_, i) => !axes.includes(i));
+  const inner: number[] = [];
+  for (let j = axes.length - 1, n = 1; j >= 0 && n * x.shape[axes[j]] <= MAX_FOLD; j--) {
+    inner.unshift(axes[j]);
+    n *= x.shape[axes[j]];
+  }
+  let partial: Tensor;
+  if (inner.length > 0) {
+    partial = bind(p, [x], { axes: inner, keepdims: true });
+  } else {
+    // The innermost reduced axis alone is too long: pad it to whole chunks and fold each chunk first.
+    const a = axes[axes.length - 1];
+    const len = x.shape[a];
+    const chunks = Math.ceil(len / MAX_FOLD);
+    const hi = x.shape.map((_, i) => (i === a ? chunks * MAX_FOLD - len : 0));
+    const padded = pad(x, x.shape.map(() => 0), hi, foldIdentity(p, x.dtype));
+    const split = reshape(padded, [...x.shape.slice(0, a), chunks, MAX_FOLD, ...x.shape.slice(a + 1)]);
+    partial = bind(p, [split], { axes: [a + 1], keepdims: false });
+  }
+  const rest = axes.filter((a) => !inner.includes(a) && partial.shape[a] > 1);
+  const out = rest.length > 0 ? reduceInStages(p, partial, rest, true) : partial;
+  return keepdims ? reshape(out, x.shape.map((d, i) => (axes.includes(i) ? 1 : d))) : reshape(out, kept);
 }
 /** Sum over `axes` (all when omitted). */
 export const sum: (x: Tensor, axes?: number | readonly number[], keepdims?: boolean) => Tensor = reducer("sum");

@@ -128,8 +128,6 @@ function reducer(p: ReducePrim) {
  */
 export const MAX_FOLD = 32768;
 
-const FLT_MAX = 3.4028234663852886e38;
-
 /** The fold's identity, used to pad an axis that is split into whole chunks. */
 function foldIdentity(p: ReducePrim, dtype: DType): number {
   if (p === "sum") return 0;
@@ -137,9 +135,7 @@ function foldIdentity(p: ReducePrim, dtype: DType): number {
     ? [-(2 ** 31), 2 ** 31 - 1]
     : dtype === "uint32"
     ? [0, 2 ** 32 - 1]
-    : dtype === "float64"
-    ? [-Infinity, Infinity]
-    : [-FLT_MAX, FLT_MAX]; // WGSL has no infinity literal
+    : [-Infinity, Infinity];
   return p === "max" ? lowest : highest;
 }
 

@@ -48,3 +48,12 @@ Deno.test("large reductions: a staged sum is what the CPU computes, on the CPU b
   const want = Array.from(await x.data()).reduce((a, v) => a + v, 0);
   assertClose([await api.sum(x).item()], [want], 1e-5, 0);
 });
+
+Deno.test("eager kernels: pad with Infinity after pad with -Infinity gets its own kernel (cache key keeps the sign)", async () => {
+  const backend = await gpu();
+  const x = api.cast(random.uniform(random.key(1, backend), [3]), "float32");
+  const lo = await api.pad(x, [0], [1], -Infinity).data();
+  const hi = await api.pad(x, [0], [1], Infinity).data();
+  const nan = await api.pad(x, [0], [1], NaN).data();
+  assert.deepEqual([lo[3], hi[3], Number.isNaN(nan[3])], [-Infinity, Infinity, true]);
+});

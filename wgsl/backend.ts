@@ -203,7 +203,10 @@ export class WebGpuBackend implements Backend {
   }
 
   run<P extends Prim>(prim: P, ins: readonly unknown[], inAvals: readonly Aval[], params: PrimParams[P], out: Aval) {
-    const key = `${prim}|${inAvals.map((a) => `${a.dtype}[${a.shape}]`).join(";")}|${JSON.stringify(params)}`;
+    // JSON writes Infinity, -Infinity and NaN all as null: name them, or pad(x, ..., Infinity) would reuse the kernel
+    // compiled for -Infinity.
+    const exact = (_: string, v: unknown) => (typeof v === "number" && !Number.isFinite(v) ? String(v) : v);
+    const key = `${prim}|${inAvals.map((a) => `${a.dtype}[${a.shape}]`).join(";")}|${JSON.stringify(params, exact)}`;
     let kernel = this.kernels.get(key);
     if (!kernel) {
       kernel = lower(prim, inAvals, params, out);

@@ -13,8 +13,8 @@
  *
  * @module
  */
-export { type NestedArray, Tensor } from "./autograd/tensor.ts";
-export { keep, tidy } from "./autograd/engine.ts";
+export { type NestedArray, Tensor } from "./ops/tensor.ts";
+export { keep, tidy } from "./ops/engine.ts";
 export { assertFinite, enableFiniteCheck, NonFiniteError } from "./autograd/debug.ts";
 export { customVjp, grad, type GradOptions, type Pullback, valueAndGrad, vjp } from "./autograd/vjp.ts";
 export { remat } from "./autograd/remat.ts";
@@ -29,7 +29,7 @@ export {
   type PlanTensor,
 } from "./autograd/memory.ts";
 export { type Eqn, type Graph, printGraph } from "./autograd/graph.ts";
-export type { DataRef } from "./autograd/tensor.ts";
+export type { DataRef } from "./ops/tensor.ts";
 export type { KernelTiming, PlanStats } from "./wgsl/compile.ts";
 export type { GpuMemory } from "./wgsl/backend.ts";
 /** Pytree utilities: `map`, `leaves`, `flatten`/`unflatten`, `paths`, `fromPaths`, `emaFold`. */

@@ -3,8 +3,8 @@
  * immediate; on WebGPU each op's output is scanned by a small kernel that records the lowest op number with
  * a non-finite value, and `assertFinite()` reads that flag once (no per-op readback).
  */
-import { setOutputHook } from "./engine.ts";
-import type { Tensor } from "./tensor.ts";
+import { setOutputHook } from "../ops/engine.ts";
+import type { Tensor } from "../ops/tensor.ts";
 import { isFloat } from "../ops/dtype.ts";
 import { fmt } from "../ops/shape.ts";
 import type { WebGpuBackend } from "../wgsl/backend.ts";

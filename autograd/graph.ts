@@ -2,7 +2,7 @@
  * The graph IR that `jit` traces into: numbered variables, constants captured from the enclosing scope, and a
  * list of primitive equations in execution order. Printed like a jaxpr.
  */
-import type { DataRef } from "./tensor.ts";
+import type { DataRef } from "../ops/tensor.ts";
 import type { Aval, Prim, PrimParams } from "../ops/prim.ts";
 
 /** One primitive application: `out = prim(inputs...)`. */

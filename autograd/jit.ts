@@ -3,8 +3,8 @@
  * float32 scalar inputs, so hyperparameters never cause a retrace. Under another transform (vjp), `jit` traces
  * through: the function is simply called.
  */
-import { type DataRef, Tensor } from "./tensor.ts";
-import { abstractEval, type ActiveTrace, adoptRef, bind, fromHost, tidy, topTrace, withTrace } from "./engine.ts";
+import { type DataRef, Tensor } from "../ops/tensor.ts";
+import { abstractEval, type ActiveTrace, adoptRef, bind, fromHost, tidy, topTrace, withTrace } from "../ops/engine.ts";
 import { eliminateDeadCode, type Eqn, foldTransposesIntoMatmul, type Graph, lastUses, printGraph } from "./graph.ts";
 import { flatten, unflatten } from "./tree.ts";
 import type { Backend } from "../ops/backend.ts";

@@ -3,8 +3,8 @@
  * backward pass recomputes `f`'s intermediates from them. Trades one more forward of `f` for the memory of its
  * activations, e.g. per transformer block.
  */
-import { Tensor } from "./tensor.ts";
-import { tidy, tidyConcrete, topTrace } from "./engine.ts";
+import { Tensor } from "../ops/tensor.ts";
+import { tidy, tidyConcrete, topTrace } from "../ops/engine.ts";
 import { flatten, unflatten } from "./tree.ts";
 import { makeNode, type Node, vjpLeaves, VjpTrace } from "./vjp.ts";
 import { isFloat } from "../ops/dtype.ts";

@@ -2,7 +2,7 @@
  * Pytrees: plain nested objects and arrays whose leaves are tensors (or other non-container values).
  * Flattening follows insertion order of object keys and array order.
  */
-import { Tensor } from "./tensor.ts";
+import { Tensor } from "../ops/tensor.ts";
 import * as api from "../ops/api.ts";
 
 /** A nested structure of plain objects and arrays with leaves of type `L`. */

@@ -4,8 +4,8 @@
  * that graph in reverse creation order. VJP rules are ordinary differentiable ops, so a vjp nested in another
  * records its backward pass on the outer trace: grad of grad works.
  */
-import { Tensor } from "./tensor.ts";
-import { type ActiveTrace, bind, tidy, topTrace, withTrace } from "./engine.ts";
+import { Tensor } from "../ops/tensor.ts";
+import { type ActiveTrace, bind, tidy, topTrace, withTrace } from "../ops/engine.ts";
 import { flatten, type TreeDef, unflatten } from "./tree.ts";
 import { RULES } from "../ops/table.ts";
 import type { Prim, PrimParams } from "../ops/prim.ts";

@@ -16,7 +16,7 @@
  *
  * @module
  */
-import type { Tensor } from "../autograd/tensor.ts";
+import type { Tensor } from "../ops/tensor.ts";
 import { flatten, unflatten } from "../autograd/tree.ts";
 import { fromTyped } from "../ops/create.ts";
 import type { DType, HostArray } from "../ops/dtype.ts";

@@ -19,7 +19,7 @@ import { readBytes, runCli, seedFlag, UsageError } from "./lib/cli.ts";
 import { FOLDER_TEST_FRACTION, loadData } from "./lib/data.ts";
 import { checkNormChannels, vitHeads } from "./lib/model.ts";
 import { initBackend } from "../mod.ts";
-import type { Tensor } from "../autograd/tensor.ts";
+import type { Tensor } from "../ops/tensor.ts";
 import { jit } from "../autograd/jit.ts";
 import { map as treeMap } from "../autograd/tree.ts";
 import type { Backend } from "../ops/backend.ts";

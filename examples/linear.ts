@@ -22,7 +22,7 @@ import { runCli } from "./lib/cli.ts";
 import { splitFeatures as mapSplit } from "../train/features.ts";
 import { parseArgs } from "node:util";
 import { initBackend, jit } from "../mod.ts";
-import type { Tensor } from "../autograd/tensor.ts";
+import type { Tensor } from "../ops/tensor.ts";
 import { leaves } from "../autograd/tree.ts";
 import { valueAndGrad } from "../autograd/vjp.ts";
 import type { Backend } from "../ops/backend.ts";

@@ -5,8 +5,8 @@
  *
  * @module
  */
-import { Tensor } from "../autograd/tensor.ts";
-import { fromHost } from "../autograd/engine.ts";
+import { Tensor } from "../ops/tensor.ts";
+import { fromHost } from "../ops/engine.ts";
 import { flatten, fromPaths, paths, unflatten } from "../autograd/tree.ts";
 import * as api from "../ops/api.ts";
 import type { Backend } from "../ops/backend.ts";

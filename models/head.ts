@@ -6,7 +6,7 @@
  *
  * @module
  */
-import type { Tensor } from "../autograd/tensor.ts";
+import type { Tensor } from "../ops/tensor.ts";
 import * as api from "../ops/api.ts";
 import * as nn from "../ops/nn.ts";
 import * as random from "../ops/random.ts";

@@ -2,8 +2,8 @@
  * Safetensors: an 8-byte little-endian header length, a JSON header (`dtype`, `shape`, `data_offsets` per
  * tensor, optional `__metadata__` of strings), then raw little-endian data. A short reader and writer.
  */
-import { Tensor } from "../autograd/tensor.ts";
-import { fromHost } from "../autograd/engine.ts";
+import { Tensor } from "../ops/tensor.ts";
+import { fromHost } from "../ops/engine.ts";
 import { fromPaths, paths } from "../autograd/tree.ts";
 import type { Backend } from "../ops/backend.ts";
 import { defaultBackend } from "../ops/backends.ts";

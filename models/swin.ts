@@ -10,8 +10,8 @@
  *
  * @module
  */
-import type { Tensor } from "../autograd/tensor.ts";
-import { fromHost } from "../autograd/engine.ts";
+import type { Tensor } from "../ops/tensor.ts";
+import { fromHost } from "../ops/engine.ts";
 import * as api from "../ops/api.ts";
 import * as nn from "../ops/nn.ts";
 import * as random from "../ops/random.ts";

@@ -2,8 +2,8 @@
  * The user-facing primitive operations: thin wrappers over `bind` that normalise arguments (numbers become
  * scalars of the other operand's dtype, negative axes, -1 in reshape) and name the op in every error.
  */
-import { type Operand, Tensor } from "../autograd/tensor.ts";
-import { bind, fromHost } from "../autograd/engine.ts";
+import { type Operand, Tensor } from "./tensor.ts";
+import { bind, fromHost } from "./engine.ts";
 import { type DType, isFloat, toHost } from "./dtype.ts";
 import type { BinaryPrim, ComparePrim, ReducePrim, UnaryPrim } from "./prim.ts";
 import { broadcastShapes, fmt, normAxes, sameShape, size } from "./shape.ts";

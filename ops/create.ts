@@ -1,6 +1,6 @@
 /** Creating tensors from host data, and moving them between backends. */
-import type { Tensor } from "../autograd/tensor.ts";
-import { fromHost } from "../autograd/engine.ts";
+import type { Tensor } from "./tensor.ts";
+import { fromHost } from "./engine.ts";
 import type { Backend } from "./backend.ts";
 import { defaultBackend, webgpu } from "./backends.ts";
 import { cpu } from "./cpu.ts";

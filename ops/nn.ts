@@ -1,8 +1,8 @@
 /**
  * Composite operations: built from primitives, so their gradients come from the primitives' rules.
  */
-import type { Tensor } from "../autograd/tensor.ts";
-import { fromHost } from "../autograd/engine.ts";
+import type { Tensor } from "./tensor.ts";
+import { fromHost } from "./engine.ts";
 import { allocHost } from "./dtype.ts";
 import * as api from "./api.ts";
 import { bernoulli } from "./random.ts";

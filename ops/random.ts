@@ -2,8 +2,8 @@
  * Counter-based PRNG keys (Threefry-2x32), JAX style: a key is a uint32[2] tensor; `split` and `foldIn` derive
  * new keys; every sampler is a pure function of its key. CPU and WebGPU produce the same bits.
  */
-import type { Tensor } from "../autograd/tensor.ts";
-import { bind } from "../autograd/engine.ts";
+import type { Tensor } from "./tensor.ts";
+import { bind } from "./engine.ts";
 import type { Backend } from "./backend.ts";
 import { defaultBackend } from "./backends.ts";
 import { tensor } from "./create.ts";

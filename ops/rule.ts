@@ -1,7 +1,7 @@
 /** What one primitive declaration consists of. ops/table.ts holds one `Rule<P>` for every `P`. */
 import type { DType, HostArray } from "./dtype.ts";
 import type { Aval, Prim, PrimParams } from "./prim.ts";
-import type { Tensor } from "../autograd/tensor.ts";
+import type { Tensor } from "./tensor.ts";
 
 /**
  * A complete WGSL compute shader for one primitive application. Bindings: operand `i` at

@@ -9,7 +9,7 @@ import { mapBroadcast } from "./cpu_util.ts";
 import { erf64 } from "./cpu_util.ts";
 import { fmt } from "./shape.ts";
 import * as api from "./api.ts";
-import type { Tensor } from "../autograd/tensor.ts";
+import type { Tensor } from "./tensor.ts";
 import { wgslType } from "../wgsl/types.ts";
 
 type Kinds = "float" | "numeric" | "any";

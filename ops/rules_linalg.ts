@@ -5,7 +5,7 @@ import type { Rule } from "./rule.ts";
 import { fmt, size } from "./shape.ts";
 import { forEachIndex } from "./cpu_util.ts";
 import * as api from "./api.ts";
-import type { Tensor } from "../autograd/tensor.ts";
+import type { Tensor } from "./tensor.ts";
 import { batchStrides, matmulKernel, type MatmulProblem } from "../wgsl/matmul.ts";
 
 /** Validates `op(a)[..., M, K]` and `op(b)[..., K, N]` and returns the problem's dimensions. */

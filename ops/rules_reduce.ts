@@ -5,7 +5,7 @@ import type { Rule } from "./rule.ts";
 import { reduceAxes } from "./cpu_util.ts";
 import { fmt, size, stridesOf } from "./shape.ts";
 import * as api from "./api.ts";
-import type { Tensor } from "../autograd/tensor.ts";
+import type { Tensor } from "./tensor.ts";
 import { offsetOf, perThreadKernel, WG } from "../wgsl/codegen.ts";
 import { wgslType } from "../wgsl/types.ts";
 

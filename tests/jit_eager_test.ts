@@ -21,7 +21,7 @@
  */
 import fc from "npm:fast-check@4.10.2";
 import assert from "node:assert/strict";
-import { Tensor } from "../autograd/tensor.ts";
+import { Tensor } from "../ops/tensor.ts";
 import { jit } from "../autograd/jit.ts";
 import { valueAndGrad } from "../autograd/vjp.ts";
 import { flatten } from "../autograd/tree.ts";

@@ -6,7 +6,7 @@
  * `SPECS` is typed `{ [P in Prim]: PrimSpec }`, so adding a primitive without a spec is a type error.
  */
 import fc from "npm:fast-check@4.10.2";
-import type { Tensor } from "../autograd/tensor.ts";
+import type { Tensor } from "../ops/tensor.ts";
 import * as api from "../ops/api.ts";
 import { randomBits } from "../ops/random.ts";
 import type { DType } from "../ops/dtype.ts";

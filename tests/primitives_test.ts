@@ -8,8 +8,8 @@
  */
 import fc from "npm:fast-check@4.10.2";
 import assert from "node:assert/strict";
-import { Tensor } from "../autograd/tensor.ts";
-import { bind } from "../autograd/engine.ts";
+import { Tensor } from "../ops/tensor.ts";
+import { bind } from "../ops/engine.ts";
 import { grad, vjp } from "../autograd/vjp.ts";
 import * as api from "../ops/api.ts";
 import type { Backend } from "../ops/backend.ts";

@@ -7,7 +7,7 @@
 import assert from "node:assert/strict";
 import { grad, jit, random, toBackend } from "../mod.ts";
 import * as api from "../ops/api.ts";
-import type { Tensor } from "../autograd/tensor.ts";
+import type { Tensor } from "../ops/tensor.ts";
 import { assertClose, cpu, gpu } from "./util.ts";
 
 const CASES: { name: string; shape: number[]; axes?: number[] }[] = [

@@ -2,7 +2,7 @@
 import { cpu } from "../ops/cpu.ts";
 import type { Backend } from "../ops/backend.ts";
 import { webgpu } from "../ops/backends.ts";
-import type { Tensor } from "../autograd/tensor.ts";
+import type { Tensor } from "../ops/tensor.ts";
 import type { HostTensor } from "../models/safetensors.ts";
 import assert from "node:assert/strict";
 

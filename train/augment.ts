@@ -25,8 +25,8 @@
  *
  * @module
  */
-import type { Tensor } from "../autograd/tensor.ts";
-import { tidy } from "../autograd/engine.ts";
+import type { Tensor } from "../ops/tensor.ts";
+import { tidy } from "../ops/engine.ts";
 import * as api from "../ops/api.ts";
 import { tensor } from "../ops/create.ts";
 import { assertKey, uniform } from "../ops/random.ts";

@@ -17,7 +17,7 @@
  *
  * @module
  */
-import type { Tensor } from "../autograd/tensor.ts";
+import type { Tensor } from "../ops/tensor.ts";
 import { initVit, vit, type VitConfig, vitConfig, type VitConfigInput, type VitParams } from "../models/vit.ts";
 import { initSwin, swin, type SwinConfig, swinLayout, swinOutDim, type SwinParams } from "../models/swin.ts";
 import type { PretrainConfig } from "./presets.ts";

@@ -4,7 +4,7 @@
  * (temporary file, then rename). Loading checks every name and shape against a template state and reports all
  * mismatches in one error that names the file.
  */
-import { Tensor } from "../autograd/tensor.ts";
+import { Tensor } from "../ops/tensor.ts";
 import { flatten, paths, unflatten } from "../autograd/tree.ts";
 import type { Backend } from "../ops/backend.ts";
 import { fromTyped } from "../ops/create.ts";

@@ -4,7 +4,7 @@
  *
  * @module
  */
-import type { Tensor } from "../autograd/tensor.ts";
+import type { Tensor } from "../ops/tensor.ts";
 import { jit } from "../autograd/jit.ts";
 import type { Backend } from "../ops/backend.ts";
 import type { VitConfig } from "../models/vit.ts";

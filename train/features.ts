@@ -1,5 +1,5 @@
 /** Frozen-feature extraction over a dataset split, in device batches (k-NN and linear probing share it). */
-import type { Tensor } from "../autograd/tensor.ts";
+import type { Tensor } from "../ops/tensor.ts";
 import type { Backend } from "../ops/backend.ts";
 import { concat } from "../ops/api.ts";
 import { fromTyped } from "../ops/create.ts";

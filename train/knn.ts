@@ -8,7 +8,7 @@
  * that threshold (about k_max per row) and votes for every k from that one ranking, which is exact and costs one
  * bisection instead of one per k (4× fewer passes over the `[rows, N]` block at the default k's).
  */
-import type { Tensor } from "../autograd/tensor.ts";
+import type { Tensor } from "../ops/tensor.ts";
 import { jit } from "../autograd/jit.ts";
 import * as api from "../ops/api.ts";
 import { l2Normalize } from "../ops/nn.ts";

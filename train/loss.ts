@@ -4,7 +4,7 @@
  * the old centers enter as data and the new ones come out, so one jitted plan serves every step (temperatures
  * and momenta may be numbers, which `jit` turns into scalar inputs, or scalar tensors). No host reads.
  */
-import type { Tensor } from "../autograd/tensor.ts";
+import type { Tensor } from "../ops/tensor.ts";
 import * as api from "../ops/api.ts";
 import type { Operand } from "../ops/api.ts";
 import { logSoftmax, softmax } from "../ops/nn.ts";

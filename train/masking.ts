@@ -10,8 +10,8 @@
  * `HostRng(k).uniform()` equals element n of `random.uniform(k, [..])`. Everything is a deterministic function
  * of the key; no device reads are needed when the data pipeline keeps its key on the host.
  */
-import type { Tensor } from "../autograd/tensor.ts";
-import { fromHost } from "../autograd/engine.ts";
+import type { Tensor } from "../ops/tensor.ts";
+import { fromHost } from "../ops/engine.ts";
 import type { Backend } from "../ops/backend.ts";
 import { defaultBackend } from "../ops/backends.ts";
 import { threefry2x32 } from "../ops/rules_random.ts";

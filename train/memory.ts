@@ -5,7 +5,7 @@
  * that cannot fit with a `PlanMemoryError`.
  * The trace is kept, so the first real call of the same shapes reuses it.
  */
-import type { Tensor } from "../autograd/tensor.ts";
+import type { Tensor } from "../ops/tensor.ts";
 import { evalShape, placeholder } from "../autograd/jit.ts";
 import type { PlanMemory } from "../autograd/memory.ts";
 import type { Backend } from "../ops/backend.ts";

@@ -5,7 +5,7 @@
  * between steps (lr, weight decay, the freeze flag) may be a scalar tensor, so one jitted plan serves all
  * steps, frozen or not.
  */
-import type { Tensor } from "../autograd/tensor.ts";
+import type { Tensor } from "../ops/tensor.ts";
 import { flatten, paths, unflatten } from "../autograd/tree.ts";
 import * as api from "../ops/api.ts";
 import type { Operand } from "../ops/api.ts";

@@ -8,9 +8,9 @@
  * augmentation and drop path from the PRNG key carried in the state. A resumed run therefore continues
  * bit-exactly.
  */
-import type { Tensor } from "../autograd/tensor.ts";
+import type { Tensor } from "../ops/tensor.ts";
 import { jit } from "../autograd/jit.ts";
-import { tidy } from "../autograd/engine.ts";
+import { tidy } from "../ops/engine.ts";
 import { map as treeMap } from "../autograd/tree.ts";
 import type { Backend } from "../ops/backend.ts";
 import { fromTyped, zeros } from "../ops/create.ts";

@@ -3,7 +3,7 @@
  * checks that a resumed run continues the checkpoint's own configuration, the out-folder housekeeping at start
  * (stale temporary files, metrics past the checkpoint), and the on-device record of the first non-finite loss.
  */
-import type { Tensor } from "../autograd/tensor.ts";
+import type { Tensor } from "../ops/tensor.ts";
 import type { Backend } from "../ops/backend.ts";
 import { fromTyped } from "../ops/create.ts";
 import * as api from "../ops/api.ts";

@@ -20,7 +20,7 @@
  * Hyperparameters (lr, wd, momentum, temperatures, the freeze flag) are numbers that `jit` turns into scalar
  * inputs: one compiled plan serves every iteration.
  */
-import type { Tensor } from "../autograd/tensor.ts";
+import type { Tensor } from "../ops/tensor.ts";
 import type { AdamWState } from "./optim.ts";
 import { ibotGrads } from "./step_grads.ts";
 import { ibotUpdate } from "./step_update.ts";

@@ -7,7 +7,7 @@
  * plan on its own positions of the batch only, and `reduce` (an all-reduce) adds every process's sums before
  * the update, which every process then runs identically.
  */
-import type { Tensor } from "../autograd/tensor.ts";
+import type { Tensor } from "../ops/tensor.ts";
 import { jit } from "../autograd/jit.ts";
 import { leaves } from "../autograd/tree.ts";
 import type { Backend } from "../ops/backend.ts";

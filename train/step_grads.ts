@@ -2,7 +2,7 @@
  * The gradient half of an iBOT step (see train/step.ts): teacher and student forwards and the loss on a batch
  * or a part of one, returned as `IbotSums`, sums over the part's images, ready to be added to the other parts'.
  */
-import type { Tensor } from "../autograd/tensor.ts";
+import type { Tensor } from "../ops/tensor.ts";
 import { valueAndGrad } from "../autograd/vjp.ts";
 import * as api from "../ops/api.ts";
 import { fromTyped } from "../ops/create.ts";

@@ -2,7 +2,7 @@
  * The update half of an iBOT step (see train/step.ts): from the `IbotSums` of a whole global batch, the mean
  * gradient, per-parameter clipping, AdamW, the teacher EMA and the center EMAs, and the step's metrics.
  */
-import type { Tensor } from "../autograd/tensor.ts";
+import type { Tensor } from "../ops/tensor.ts";
 import { emaFold, map as treeMap } from "../autograd/tree.ts";
 import * as api from "../ops/api.ts";
 import * as random from "../ops/random.ts";

@@ -8,7 +8,7 @@
  * A call writes scalar inputs, binds argument and output buffers, encodes every dispatch into one compute
  * pass, submits once and returns without awaiting.
  */
-import type { DataRef } from "../autograd/tensor.ts";
+import type { DataRef } from "../ops/tensor.ts";
 import type { Eqn, Graph } from "../autograd/graph.ts";
 import type { Executable } from "../autograd/jit.ts";
 import { RULES } from "../ops/table.ts";

@@ -5,7 +5,7 @@
  *
  * @module
  */
-import type { Tensor } from "../../autograd/tensor.ts";
+import type { Tensor } from "../../ops/tensor.ts";
 import { fromPaths, leaves, map as treeMap } from "../../autograd/tree.ts";
 import type { Backend } from "../../ops/backend.ts";
 import * as api from "../../ops/api.ts";

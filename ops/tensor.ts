@@ -1,9 +1,9 @@
 /** The immutable Tensor value. One class for concrete values and for tracers; transforms tell them apart. */
-import type { DType, HostArray } from "../ops/dtype.ts";
-import type { Backend, Handle } from "../ops/backend.ts";
-import type { Aval } from "../ops/prim.ts";
-import { fmt } from "../ops/shape.ts";
-import * as api from "../ops/api.ts";
+import type { DType, HostArray } from "./dtype.ts";
+import type { Backend, Handle } from "./backend.ts";
+import type { Aval } from "./prim.ts";
+import { fmt } from "./shape.ts";
+import * as api from "./api.ts";
 
 /** Reference-counted device storage shared by a tensor and its aliases (reshape, stopGradient). */
 export interface DataRef {

@@ -3,11 +3,11 @@
  * on the operands' backend. It also owns eager lifetimes (`tidy` scopes) and the non-finite debug switch.
  */
 import { type DataRef, Tensor, type Trace } from "./tensor.ts";
-import type { Backend } from "../ops/backend.ts";
-import type { DType, HostArray } from "../ops/dtype.ts";
-import type { Aval, Prim, PrimParams } from "../ops/prim.ts";
-import { fmt } from "../ops/shape.ts";
-import { RULES } from "../ops/table.ts";
+import type { Backend } from "./backend.ts";
+import type { DType, HostArray } from "./dtype.ts";
+import type { Aval, Prim, PrimParams } from "./prim.ts";
+import { fmt } from "./shape.ts";
+import { RULES } from "./table.ts";
 
 /** A trace that can process primitive applications on its tracers. */
 export interface ActiveTrace extends Trace {

@@ -1,0 +1,70 @@
+/**
+ * What the phases of the one-call device benchmark share (`bench/device/run.sh` runs each phase as its own
+ * process under a time limit): the mode (full on a GPU, or `--dry` at small sizes on any adapter), the phase's
+ * deadline, and the JSON fragment each phase leaves in the work folder for `report.ts` to assemble.
+ *
+ * Environment (set by run.sh): `DEVICE_BENCH_WORK` (the work folder), `DEVICE_BENCH_DRY` (`1` in dry mode),
+ * `DEVICE_BENCH_BUDGET_S` (this phase's seconds; the phase stops measuring ahead of it and writes what it has).
+ *
+ * @module
+ */
+import { initBackend } from "../../mod.ts";
+import type { WebGpuBackend } from "../../wgsl/backend.ts";
+import { asWebGpu, errorText, progress } from "../util.ts";
+
+/** The phases, in the order run.sh runs them; each writes `<work>/<phase>.json`. */
+export const PHASES = ["adapter", "matmul", "vit", "ibot", "torch_matmul", "torch_step"] as const;
+export type Phase = (typeof PHASES)[number];
+
+/** Whether this is the dry run (small sizes, any adapter). */
+export function isDry(): boolean {
+  return Deno.env.get("DEVICE_BENCH_DRY") === "1";
+}
+
+/** The work folder where phases leave their fragments. */
+export function workDir(): string {
+  const dir = Deno.env.get("DEVICE_BENCH_WORK");
+  if (!dir) throw new Error("DEVICE_BENCH_WORK is not set: run the phases through bench/device/run.sh");
+  return dir;
+}
+
+/** Milliseconds left before this phase should stop measuring (a margin before run.sh's hard limit). */
+export function makeDeadline(marginS = 10): () => number {
+  const budget = Number(Deno.env.get("DEVICE_BENCH_BUDGET_S") ?? "60");
+  const end = performance.now() + Math.max(1, budget - marginS) * 1000;
+  return () => end - performance.now();
+}
+
+/** Writes a phase's fragment (called as results accumulate, so a phase killed at its limit leaves a part). */
+export async function writeFragment(phase: Phase, data: unknown): Promise<void> {
+  const path = `${workDir()}/${phase}.json`;
+  await Deno.writeTextFile(`${path}.tmp`, JSON.stringify(data, null, 2) + "\n");
+  await Deno.rename(`${path}.tmp`, path);
+}
+
+/** Reads a phase's fragment, or null when the phase left none. */
+export async function readFragment<T>(phase: Phase): Promise<T | null> {
+  try {
+    return JSON.parse(await Deno.readTextFile(`${workDir()}/${phase}.json`)) as T;
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) return null;
+    throw new Error(`bench/device: ${workDir()}/${phase}.json is not valid JSON: ${errorText(e)}`);
+  }
+}
+
+/** Software adapters (lavapipe/llvmpipe, SwiftShader, WARP): a full run on one of these measures nothing. */
+export function isSoftwareAdapter(description: string): boolean {
+  return /\(software\)|llvmpipe|lavapipe|swiftshader|warp|software/i.test(description);
+}
+
+/** The WebGPU backend for a measuring phase. */
+export async function gpuBackend(): Promise<WebGpuBackend> {
+  const backend = asWebGpu(await initBackend("webgpu"));
+  progress(`adapter: ${backend.adapterInfo}`);
+  return backend;
+}
+
+/** Sizes of a GPU run or of the dry run, chosen in one place. */
+export function pick<T>(full: T, dry: T): T {
+  return isDry() ? dry : full;
+}

@@ -1,0 +1,192 @@
+/**
+ * Phase `matmul` of the device benchmark: float32 GFLOP/s of every matmul kernel family the code offers, at square
+ * sizes (1024³ … 8192³; 256³, 512³ in the dry run) and the ViT-S/16 training shapes (tokens = images × 197), each
+ * family at its best candidate for the shape, plus which candidate the autotuner keeps.
+ *
+ * The families come from `wgsl/matmul.ts`: its `matmulCandidates(problem)` when it exports one (the autotuner's
+ * list, family by family), else the register-blocked family over `CANDIDATE_TILES` and the scalar kernel. Each
+ * candidate is dispatched directly on the device (one warm-up, then repetitions of N back-to-back dispatches ending
+ * in a queue drain, N so that a repetition takes ~`TARGET_MS`); the median time per dispatch is reported.
+ *
+ * @module
+ */
+import type { KernelSource } from "../../ops/rule.ts";
+import * as matmulCode from "../../wgsl/matmul.ts";
+import { gpuBytes } from "../../wgsl/backend.ts";
+import type { WebGpuBackend } from "../../wgsl/backend.ts";
+import { errorText, median, progress } from "../util.ts";
+import { gpuBackend, makeDeadline, pick, writeFragment } from "./common.ts";
+
+/** One matmul shape: `batch` products of `op(A)[m, k] · op(B)[k, n]`. */
+export interface MatmulShape {
+  label: string;
+  batch: number;
+  m: number;
+  k: number;
+  n: number;
+  transA: boolean;
+  transB: boolean;
+}
+
+/** One kernel the code can run for a problem. */
+export interface Candidate {
+  family: string;
+  variant: string;
+  kernel: KernelSource;
+}
+
+/** A family's best candidate on one shape. */
+export interface FamilyResult {
+  family: string;
+  variant: string;
+  ms: number;
+  gflops: number;
+  /** Candidates of the family that were timed (the best is reported). */
+  tried: number;
+}
+
+/** What the matmul phase records. */
+export interface MatmulFragment {
+  shapes: (MatmulShape & { gflop: number; families: FamilyResult[]; errors: string[]; skipped?: string })[];
+  families: string[];
+  targetMs: number;
+}
+
+const TARGET_MS = pick(150, 20);
+
+/** Images of the ViT-S/16 shapes (197 tokens each) and its sizes: dim 384, 6 heads of 64, MLP 1536. */
+const VIT_IMAGES = pick(64, 1);
+const T = 197;
+
+function vitShapes(): MatmulShape[] {
+  const rows = VIT_IMAGES * T, bh = VIT_IMAGES * 6;
+  const s = (label: string, batch: number, m: number, k: number, n: number, transA = false, transB = false) => ({
+    label,
+    batch,
+    m,
+    k,
+    n,
+    transA,
+    transB,
+  });
+  return [
+    s("ViT-S qkv x·Wᵀ", 1, rows, 384, 1152, false, true),
+    s("ViT-S proj x·Wᵀ", 1, rows, 384, 384, false, true),
+    s("ViT-S fc1 x·Wᵀ", 1, rows, 384, 1536, false, true),
+    s("ViT-S fc2 x·Wᵀ", 1, rows, 1536, 384, false, true),
+    s("ViT-S fc1 dx = dy·W", 1, rows, 1536, 384),
+    s("ViT-S fc1 dW = dyᵀ·x", 1, 1536, rows, 384, true, false),
+    s("ViT-S attn q·kᵀ", bh, T, 64, T, false, true),
+    s("ViT-S attn p·v", bh, T, T, 64),
+  ];
+}
+
+/** Every shape of the phase, squares first. */
+export function matmulShapes(): MatmulShape[] {
+  const squares = pick([1024, 2048, 4096, 8192], [256, 512]).map((n) => ({
+    label: `square ${n}³`,
+    batch: 1,
+    m: n,
+    k: n,
+    n,
+    transA: false,
+    transB: false,
+  }));
+  return [...squares, ...vitShapes()];
+}
+
+/** The problem our kernels take for a shape (contiguous operands, transposed ones stored `[k, m]` / `[n, k]`). */
+function problemOf(s: MatmulShape): matmulCode.MatmulProblem {
+  const lead = s.batch > 1 ? [s.batch] : [];
+  const a = { shape: [...lead, ...(s.transA ? [s.k, s.m] : [s.m, s.k])], dtype: "float32" as const };
+  const b = { shape: [...lead, ...(s.transB ? [s.n, s.k] : [s.k, s.n])], dtype: "float32" as const };
+  return { a, b, transA: s.transA, transB: s.transB, batch: lead, m: s.m, k: s.k, n: s.n };
+}
+
+/** The kernel candidates the code offers for a problem, family by family. */
+export function candidatesOf(p: matmulCode.MatmulProblem): Candidate[] {
+  const fromCode = (matmulCode as Record<string, unknown>).matmulCandidates;
+  if (typeof fromCode === "function") return (fromCode as (p: matmulCode.MatmulProblem) => Candidate[])(p);
+  const tile = (t: matmulCode.MatmulTile) => `${t.tm}×${4 * t.tn4}`;
+  return [
+    ...matmulCode.CANDIDATE_TILES.map((t) => ({
+      family: "blocked",
+      variant: tile(t),
+      kernel: matmulCode.blockedMatmul(p, t),
+    })),
+    { family: "scalar", variant: "1×1", kernel: matmulCode.scalarMatmul(p) },
+  ];
+}
+
+/** Median ms per dispatch of one kernel (buffers allocated by the caller). */
+async function timeKernel(
+  gpu: WebGpuBackend,
+  kernel: KernelSource,
+  bufs: Parameters<WebGpuBackend["dispatch"]>[1],
+  left: () => number,
+): Promise<number> {
+  let t0 = performance.now();
+  gpu.dispatch(kernel, bufs); // compiles the pipeline
+  await gpu.sync();
+  t0 = performance.now();
+  gpu.dispatch(kernel, bufs);
+  await gpu.sync();
+  const once = Math.max(performance.now() - t0, 0.01);
+  const iters = Math.max(1, Math.min(500, Math.round(TARGET_MS / once)));
+  const reps = once > 1000 || left() < 30_000 ? 1 : pick(3, 1);
+  const per: number[] = [once];
+  for (let r = 0; r < reps; r++) {
+    const t = performance.now();
+    for (let i = 0; i < iters; i++) gpu.dispatch(kernel, bufs);
+    await gpu.sync();
+    per.push((performance.now() - t) / iters);
+  }
+  return median(per.length > 1 ? per.slice(1) : per);
+}
+
+if (import.meta.main) {
+  const gpu = await gpuBackend();
+  const left = makeDeadline();
+  const shapes = matmulShapes();
+  const out: MatmulFragment = { shapes: [], families: [], targetMs: TARGET_MS };
+  for (const s of shapes) {
+    const gflop = (2 * s.batch * s.m * s.k * s.n) / 1e9;
+    const row: MatmulFragment["shapes"][number] = { ...s, gflop, families: [], errors: [] };
+    out.shapes.push(row);
+    if (left() < 5_000) {
+      row.skipped = "phase budget spent";
+      continue;
+    }
+    const p = problemOf(s);
+    const bufs = [s.batch * s.m * s.k, s.batch * s.k * s.n, s.batch * s.m * s.n].map((n) => gpu.alloc(gpuBytes(n)));
+    const best = new Map<string, FamilyResult>();
+    for (const c of candidatesOf(p)) {
+      if (!out.families.includes(c.family)) out.families.push(c.family);
+      if (left() < 3_000) {
+        row.errors.push(`${c.family} ${c.variant}: not timed (phase budget spent)`);
+        continue;
+      }
+      try {
+        const ms = await timeKernel(gpu, c.kernel, bufs, left);
+        const prev = best.get(c.family);
+        const r = {
+          family: c.family,
+          variant: c.variant,
+          ms,
+          gflops: gflop / (ms / 1000),
+          tried: (prev?.tried ?? 0) + 1,
+        };
+        best.set(c.family, !prev || ms < prev.ms ? r : { ...prev, tried: r.tried });
+      } catch (e) {
+        row.errors.push(`${c.family} ${c.variant}: ${errorText(e)}`);
+      }
+    }
+    bufs.forEach((b) => gpu.release(b));
+    row.families = [...best.values()];
+    progress(
+      `${s.label}: ${row.families.map((f) => `${f.family} ${f.variant} ${f.gflops.toFixed(1)}`).join(", ")} GFLOP/s`,
+    );
+    await writeFragment("matmul", out);
+  }
+  await writeFragment("matmul", out);
+}

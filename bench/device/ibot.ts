@@ -82,7 +82,7 @@ if (import.meta.main) {
   const gpu = await gpuBackend();
   const left = makeDeadline();
   const { cfg, imageSize } = preset();
-  const maxMemory = Number(Deno.env.get("DEVICE_BENCH_MAX_MEMORY") ?? (isDry() ? 160 * 2 ** 20 : 64 * 2 ** 30));
+  const maxMemory = Number(Deno.env.get("DEVICE_BENCH_MAX_MEMORY") || (isDry() ? 160 * 2 ** 20 : 64 * 2 ** 30));
   const out: IbotFragment = { maxMemoryBytes: maxMemory, planned: [], stepsMs: [] };
   await writeFragment("ibot", out);
   const vc = backboneConfig(cfg, { channels: 3, size: imageSize });
@@ -187,4 +187,5 @@ if (import.meta.main) {
   }
   await writeFragment("ibot", out);
   for (const s of compiled.values()) s.dispose();
+  if (out.error) Deno.exit(1); // the report's phase table shows it, and run.sh exits 1
 }

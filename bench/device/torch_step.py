@@ -225,3 +225,4 @@ for part, fn in (("vit", vit_part), ("ibot", ibot_part)):
 if DRY:
     out["note"] = "dry run: PyTorch on the CPU, tiny shapes; the numbers only show that the script runs"
 write_fragment("torch_step", out)
+raise SystemExit(1 if any("error" in out.get(p, {}) for p in ("vit", "ibot")) else 0)

@@ -92,4 +92,5 @@ if (import.meta.main) {
   step.dispose();
   images.dispose();
   for (const t of tree.leaves(params)) t.dispose();
+  if (out.error) Deno.exit(1); // the report's phase table shows it, and run.sh exits 1
 }

@@ -3,14 +3,15 @@
  * sizes (1024³ … 8192³; 256³, 512³ in the dry run) and the ViT-S/16 training shapes (tokens = images × 197), each
  * family at its best candidate for the shape, plus which candidate the autotuner keeps.
  *
- * The families come from `wgsl/matmul.ts`: its `matmulCandidates(problem)` when it exports one (the autotuner's
- * list, family by family), else the register-blocked family over `CANDIDATE_TILES` and the scalar kernel. Each
- * candidate is dispatched directly on the device (one warm-up, then repetitions of N back-to-back dispatches ending
- * in a queue drain, N so that a repetition takes ~`TARGET_MS`); the median time per dispatch is reported.
+ * The families and their candidates are the autotuner's (`wgsl/autotune.ts`: `candidates`, or, before kernel
+ * families, the register-blocked `CANDIDATE_TILES`). Each candidate is dispatched directly on the device (one
+ * warm-up, then repetitions of N back-to-back dispatches ending in a queue drain, N so that a repetition takes
+ * ~`TARGET_MS`); the median time per dispatch is reported.
  *
  * @module
  */
 import type { KernelSource } from "../../ops/rule.ts";
+import * as autotune from "../../wgsl/autotune.ts";
 import * as matmulCode from "../../wgsl/matmul.ts";
 import { gpuBytes } from "../../wgsl/backend.ts";
 import type { WebGpuBackend } from "../../wgsl/backend.ts";
@@ -109,19 +110,30 @@ function problemOf(s: MatmulShape): matmulCode.MatmulProblem {
   return { a, b, transA: s.transA, transB: s.transB, batch: lead, m: s.m, k: s.k, n: s.n };
 }
 
-/** The kernel candidates the code offers for a problem, family by family. */
-export function candidatesOf(p: matmulCode.MatmulProblem): Candidate[] {
-  const fromCode = (matmulCode as Record<string, unknown>).matmulCandidates;
-  if (typeof fromCode === "function") return (fromCode as (p: matmulCode.MatmulProblem) => Candidate[])(p);
-  const tile = (t: matmulCode.MatmulTile) => `${t.tm}×${4 * t.tn4}`;
-  return [
-    ...matmulCode.CANDIDATE_TILES.map((t) => ({
-      family: "blocked",
-      variant: tile(t),
-      kernel: matmulCode.blockedMatmul(p, t),
-    })),
-    { family: "scalar", variant: "1×1", kernel: matmulCode.scalarMatmul(p) },
-  ];
+/** A choice of the autotuner: its family and that family's parameters (tile sizes). */
+type Choice = { family: string } & Record<string, unknown>;
+
+/**
+ * The kernel candidates the autotuner tries for a problem, family by family: `wgsl/autotune.ts`'s `candidates`
+ * where it exists (each built by `matmulKernel(problem, choice)`), else the register-blocked tiles it times.
+ */
+export function candidatesOf(gpu: WebGpuBackend, p: matmulCode.MatmulProblem): Candidate[] {
+  const variant = (c: Choice) =>
+    Object.entries(c).filter(([k]) => k !== "family").map(([k, v]) => `${k}${v}`).join(" ");
+  const fromTuner = (autotune as Record<string, unknown>).candidates;
+  if (typeof fromTuner === "function") {
+    const build = matmulCode.matmulKernel as unknown as (p: matmulCode.MatmulProblem, c: Choice) => KernelSource;
+    return (fromTuner as (b: WebGpuBackend, p: matmulCode.MatmulProblem) => Choice[])(gpu, p).map((c) => ({
+      family: c.family,
+      variant: variant(c),
+      kernel: build(p, c),
+    }));
+  }
+  return matmulCode.CANDIDATE_TILES.map((t) => ({
+    family: "blocked",
+    variant: variant({ family: "blocked", ...t }),
+    kernel: matmulCode.blockedMatmul(p, t),
+  }));
 }
 
 /** Median ms per dispatch of one kernel (buffers allocated by the caller). */
@@ -167,7 +179,7 @@ if (import.meta.main) {
     const p = problemOf(s);
     const bufs = [s.batch * s.m * s.k, s.batch * s.k * s.n, s.batch * s.m * s.n].map((n) => gpu.alloc(gpuBytes(n)));
     const best = new Map<string, FamilyResult>();
-    for (const c of candidatesOf(p)) {
+    for (const c of candidatesOf(gpu, p)) {
       if (!out.families.includes(c.family)) out.families.push(c.family);
       if (left() < 3_000) {
         row.errors.push(`${c.family} ${c.variant}: not timed (phase budget spent)`);

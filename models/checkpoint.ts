@@ -16,7 +16,7 @@ import { type HostTensor, parseSafetensors, saveSafetensors } from "./safetensor
 import { parsePth, type PthOptions } from "./pth.ts";
 import { CheckpointError, expectFormat, sniffFormat } from "./format.ts";
 import { ParamSpec } from "./spec.ts";
-import { relativePositionIndex } from "./swin.ts";
+import { relativePositionIndex } from "./swin_window.ts";
 
 /** Named checkpoint entries: host tensors (from a file) or tensors. */
 export type NamedTensors = ReadonlyMap<string, HostTensor | Tensor>;

@@ -8,6 +8,7 @@ import type { Tensor } from "../ops/tensor.ts";
 import * as api from "../ops/api.ts";
 import type { Interpolation } from "./augment_config.ts";
 import { clamp01, iota, row, rows } from "./augment_util.ts";
+import { pyRound } from "./host_random.ts";
 
 /** Integer-valued crop boxes per image (float tensors [B]). */
 export interface CropBoxes {
@@ -19,13 +20,6 @@ export interface CropBoxes {
   height: Tensor;
   /** Columns of each crop. */
   width: Tensor;
-}
-
-/** Python's `round` on the host (ties to even), for the static fallback box. */
-function pyRound(x: number): number {
-  const f = Math.floor(x);
-  const d = x - f;
-  return d > 0.5 ? f + 1 : d < 0.5 ? f : f % 2 === 0 ? f : f + 1;
 }
 
 /**

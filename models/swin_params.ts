@@ -141,7 +141,7 @@ export function initSwin(key: Tensor, config: SwinConfig, opts: InitOptions = {}
 }
 
 /**
- * The parameter tree of a config with `ParamSpec` leaves (shape and dtype, no data): what `loadIntoModel`
+ * The parameter tree of a config with `ParamSpec` leaves (shape and dtype, no data): what `loadWeightsIntoModel`
  * needs to load a checkpoint without initialising the model.
  *
  * @example

@@ -44,6 +44,6 @@ export {
 } from "../host_random.ts";
 import { HostRng } from "../host_random.ts";
 /** @deprecated The host stream is `HostRng` (its `range(a, b)` is `uniformIn(a, b)`); this alias goes next release. */
-export const Stream = HostRng;
+export const Stream: typeof HostRng = HostRng;
 /** @deprecated Use `HostRng`. */
 export type Stream = HostRng;

@@ -336,13 +336,14 @@ export async function saveSafetensors(
   path: string,
   metadata: Record<string, string> = {},
 ): Promise<void> {
+  await writeFileAtomic(path, encodeSafetensors(await hostEntries(tree), metadata));
+}
+
+/** The tensor leaves of a pytree read back to the host, by dotted path in tree order (what a file stores). */
+export async function hostEntries(tree: unknown): Promise<[string, HostTensor][]> {
   const leaves = paths<unknown>(tree).filter((e): e is [string, Tensor] => e[1] instanceof Tensor);
   const datas = await Promise.all(leaves.map(([, t]) => t.data()));
-  const entries = leaves.map((
-    [name, t],
-    i,
-  ): [string, HostTensor] => [name, { dtype: t.dtype, shape: [...t.shape], data: datas[i] }]);
-  await writeFileAtomic(path, encodeSafetensors(entries, metadata));
+  return leaves.map(([name, t], i) => [name, { dtype: t.dtype, shape: [...t.shape], data: datas[i] }]);
 }
 
 /**

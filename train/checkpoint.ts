@@ -8,14 +8,14 @@
  *
  * @module
  */
-import { Tensor } from "../ops/tensor.ts";
+import type { Tensor } from "../ops/tensor.ts";
 import { flatten, paths, unflatten } from "../autograd/tree.ts";
 import type { Backend } from "../ops/backend.ts";
 import { fromTyped } from "../ops/create.ts";
 import { fmt } from "../ops/shape.ts";
 import {
   encodeSafetensors,
-  type HostTensor,
+  hostEntries,
   parseSafetensors,
   readSafetensorsHeader,
   writeFileAtomic,
@@ -42,24 +42,16 @@ export interface TrainingStateMeta {
  * ```
  */
 export async function saveTrainingState(path: string, state: unknown, meta: TrainingStateMeta): Promise<void> {
-  const leaves = paths<unknown>(state).filter((e): e is [string, Tensor] => e[1] instanceof Tensor);
-  const datas = await Promise.all(leaves.map(([, t]) => t.data()));
+  const entries = await hostEntries(state);
   // Never replace a good checkpoint with a broken state.
-  leaves.forEach(([name, t], i) => {
-    if (t.dtype !== "float32" && t.dtype !== "float64") return;
-    const d = datas[i];
-    for (let j = 0; j < d.length; j++) {
-      if (!Number.isFinite(d[j])) {
-        throw new NonFiniteStateError(
-          `'${name}' is not finite at iteration ${meta.iteration}; '${path}' was left as it was`,
-        );
-      }
+  for (const [name, { dtype, data }] of entries) {
+    if (dtype !== "float32" && dtype !== "float64") continue;
+    if (data.some((v) => !Number.isFinite(v))) {
+      throw new NonFiniteStateError(
+        `'${name}' is not finite at iteration ${meta.iteration}; '${path}' was left as it was`,
+      );
     }
-  });
-  const entries = leaves.map((
-    [name, t],
-    i,
-  ): [string, HostTensor] => [name, { dtype: t.dtype, shape: [...t.shape], data: datas[i] }]);
+  }
   await writeFileAtomic(path, encodeSafetensors(entries, { format: "ibot-ts-checkpoint", meta: JSON.stringify(meta) }));
 }
 

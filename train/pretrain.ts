@@ -38,7 +38,7 @@ import type { IbotState, IbotStepConfig } from "./step.ts";
 import { accumulatingStep, type PretrainStep } from "./step_accumulate.ts";
 import { hostFoldIn, hostKey, sampleStepMasks } from "./masking.ts";
 import { hyperAt, type PretrainConfig } from "./presets.ts";
-import { loadCheckpoint, readCheckpointMeta, saveCheckpoint } from "./checkpoint.ts";
+import { loadTrainingState, readTrainingStateMeta, saveTrainingState } from "./checkpoint.ts";
 import { planStepMemory } from "./memory.ts";
 import {
   checkResumable,
@@ -346,8 +346,8 @@ export async function pretrain(cfg: PretrainConfig, ds: Dataset, opts: PretrainO
   let startIteration = 0;
   if (opts.resume) {
     if (!ckptPath) throw new Error("--resume needs --out <dir> holding checkpoint.safetensors");
-    checkResumable(ckptPath, await readCheckpointMeta(ckptPath), { cfg, seed, ...identity }, opts.overrideSchedule);
-    const loaded = await loadCheckpoint(ckptPath, state, backend);
+    checkResumable(ckptPath, await readTrainingStateMeta(ckptPath), { cfg, seed, ...identity }, opts.overrideSchedule);
+    const loaded = await loadTrainingState(ckptPath, state, backend);
     tidy(() => treeMap((t: Tensor) => t.dispose(), state));
     state = loaded.state;
     startIteration = loaded.meta.iteration;
@@ -392,7 +392,7 @@ export async function pretrain(cfg: PretrainConfig, ds: Dataset, opts: PretrainO
   const save = async (iteration: number) => {
     if (!ckptPath || !writer) return;
     const meta = { iteration, preset: cfg.name, batchSize: cfg.batchSize, seed, ...identity, config: cfg };
-    await saveCheckpoint(ckptPath, state, meta);
+    await saveTrainingState(ckptPath, state, meta);
     saved = iteration;
   };
   const lastGood = () => (saved !== null ? ckptPath : null);

@@ -10,6 +10,8 @@
  *
  * @module
  */
+// First: the library in its own import order (importing wgsl/autotune.ts first can meet an import cycle half-done).
+import "../../mod.ts";
 import type { KernelSource } from "../../ops/rule.ts";
 import * as autotune from "../../wgsl/autotune.ts";
 import * as matmulCode from "../../wgsl/matmul.ts";

@@ -97,7 +97,9 @@ export function matmulShapes(): MatmulShape[] {
     transA: false,
     transB: false,
   });
-  return isDry() ? [256, 512].map(square).concat(vitShapes()) : [
+  // Dry: one ViT shape per operand form (transposed B, plain, transposed A, batched), to stay quick on lavapipe.
+  const dryForms = ["ViT-S qkv x·Wᵀ", "ViT-S fc1 dx = dy·W", "ViT-S fc1 dW = dyᵀ·x", "ViT-S attn q·kᵀ"];
+  return isDry() ? [256, 512].map(square).concat(vitShapes().filter((s) => dryForms.includes(s.label))) : [
     ...[1024, 2048, 4096].map(square),
     ...vitShapes(),
     square(8192),
@@ -121,7 +123,7 @@ type Choice = { family: string } & Record<string, unknown>;
  */
 export function candidatesOf(gpu: WebGpuBackend, p: matmulCode.MatmulProblem): Candidate[] {
   const variant = (c: Choice) =>
-    Object.entries(c).filter(([k]) => k !== "family").map(([k, v]) => `${k}${v}`).join(" ");
+    Object.entries(c).filter(([k]) => k !== "family").map(([k, v]) => `${k}=${v}`).join(" ");
   const fromTuner = (autotune as Record<string, unknown>).candidates;
   if (typeof fromTuner === "function") {
     const build = matmulCode.matmulKernel as unknown as (p: matmulCode.MatmulProblem, c: Choice) => KernelSource;

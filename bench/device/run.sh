@@ -48,7 +48,12 @@ if [[ $DRY == 1 ]] && command -v deno >/dev/null; then
   DENO=$(command -v deno)
 elif [[ -f $CARRY/deno.gz ]]; then
   mkdir -p /tmp/device-bench
-  gzip -dc "$CARRY/deno.gz" >/tmp/device-bench/deno || fail "cannot unpack $CARRY/deno.gz"
+  if command -v gzip >/dev/null; then
+    gzip -dc "$CARRY/deno.gz" >/tmp/device-bench/deno || fail "cannot unpack $CARRY/deno.gz"
+  else # a bare image may lack gzip but has python3
+    python3 -c 'import gzip, shutil, sys; shutil.copyfileobj(gzip.open(sys.argv[1]), open(sys.argv[2], "wb"))' \
+      "$CARRY/deno.gz" /tmp/device-bench/deno || fail "cannot unpack $CARRY/deno.gz (no gzip; python3 failed)"
+  fi
   chmod +x /tmp/device-bench/deno
   DENO=/tmp/device-bench/deno
 elif command -v deno >/dev/null; then

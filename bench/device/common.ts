@@ -10,7 +10,7 @@
  */
 import { initBackend } from "../../mod.ts";
 import type { WebGpuBackend } from "../../wgsl/backend.ts";
-import { asWebGpu, errorText, progress } from "../util.ts";
+import { asWebGpu, errorText, median, progress } from "../util.ts";
 
 /** The phases, in the order run.sh runs them; each writes `<work>/<phase>.json`. */
 export const PHASES = ["adapter", "matmul", "vit", "ibot", "torch_matmul", "torch_step"] as const;
@@ -67,4 +67,51 @@ export async function gpuBackend(): Promise<WebGpuBackend> {
 /** Sizes of a GPU run or of the dry run, chosen in one place. */
 export function pick<T>(full: T, dry: T): T {
   return isDry() ? dry : full;
+}
+
+/** A jitted step's timings, as the vit and ibot phases record them. */
+export interface StepTimes {
+  compileS?: number;
+  stepsMs: number[];
+  medianMs?: number;
+  imagesPerS?: number;
+  peakBytes?: number;
+  dispatches?: number;
+  loss?: number;
+  error?: string;
+}
+
+/**
+ * Calls a step once (trace, compile, run), then times up to 5 calls (2 dry) while the budget allows: the first
+ * if half the first call's time is left (compilation dominates it), each next if twice the last is. Records into
+ * `out` and writes the fragment after each call; a failure or no timed call is `out.error`.
+ */
+export async function timeSteps(
+  phase: Phase,
+  out: StepTimes,
+  images: number,
+  call: () => Promise<{ ms: number; loss: number }>,
+  plan: () => { peakBytes: number; dispatches: number } | undefined,
+  left: () => number,
+): Promise<void> {
+  try {
+    const first = await call();
+    progress(`${phase}: first call ${first.ms.toFixed(0)} ms (trace, compile, run)`);
+    while (out.stepsMs.length < pick(5, 2) && left() > (out.stepsMs.length ? 2 * out.stepsMs.at(-1)! : first.ms / 2)) {
+      const r = await call();
+      out.stepsMs.push(r.ms);
+      out.loss = r.loss;
+      out.medianMs = median(out.stepsMs);
+      out.compileS = (first.ms - out.medianMs) / 1000;
+      out.imagesPerS = (images * 1000) / out.medianMs;
+      out.peakBytes = plan()?.peakBytes;
+      out.dispatches = plan()?.dispatches;
+      await writeFragment(phase, out);
+      progress(`${phase}: step ${out.stepsMs.length}: ${r.ms.toFixed(1)} ms, loss ${r.loss.toFixed(4)}`);
+    }
+    if (out.stepsMs.length === 0) out.error = `no timed step: the first call took ${first.ms.toFixed(0)} ms`;
+  } catch (e) {
+    out.error = errorText(e);
+  }
+  await writeFragment(phase, out);
 }

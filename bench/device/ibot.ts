@@ -22,8 +22,8 @@ import { backboneConfig, initState, stepConfig } from "../../train/pretrain.ts";
 import { type IbotState, ibotStep } from "../../train/step.ts";
 import type { BackboneParams } from "../../train/backbone.ts";
 import type { HeadParams } from "../../models/head.ts";
-import { errorText, median, progress, randomMatrix } from "../util.ts";
-import { gpuBackend, isDry, makeDeadline, pick, writeFragment } from "./common.ts";
+import { errorText, progress, randomMatrix } from "../util.ts";
+import { gpuBackend, isDry, makeDeadline, type StepTimes, timeSteps, writeFragment } from "./common.ts";
 
 /** The step's shapes, as `torch_step.py` rebuilds them. */
 export interface IbotShape {
@@ -43,19 +43,11 @@ export interface IbotShape {
 }
 
 /** What the ibot phase records. */
-export interface IbotFragment {
+export interface IbotFragment extends StepTimes {
   shape?: IbotShape;
   maxMemoryBytes: number;
   /** Every planned batch: its peak, or why it was refused. */
   planned: { batch: number; peakBytes?: number; refused?: string }[];
-  compileS?: number;
-  stepsMs: number[];
-  medianMs?: number;
-  imagesPerS?: number;
-  peakBytes?: number;
-  dispatches?: number;
-  loss?: number;
-  error?: string;
 }
 
 /** The preset as measured: the real one, or its shrunken dry-run form. */
@@ -161,26 +153,7 @@ if (import.meta.main) {
       Object.values(r.metrics).forEach((t) => t.dispose());
       return { ms, loss };
     };
-    try {
-      const first = await call();
-      progress(`ibot: batch ${B}, first call ${first.ms.toFixed(0)} ms (trace, compile, run)`);
-      while (out.stepsMs.length < pick(5, 2) && left() > 2 * (out.stepsMs.at(-1) ?? first.ms)) {
-        const r = await call();
-        out.stepsMs.push(r.ms);
-        out.loss = r.loss;
-        out.medianMs = median(out.stepsMs);
-        out.compileS = (first.ms - out.medianMs) / 1000;
-        out.imagesPerS = (B * 1000) / out.medianMs;
-        const plan = step.stats().plan;
-        out.peakBytes = plan?.peakBytes;
-        out.dispatches = plan?.dispatches;
-        await writeFragment("ibot", out);
-        progress(`ibot: step ${out.stepsMs.length}: ${r.ms.toFixed(0)} ms, loss ${r.loss.toFixed(4)}`);
-      }
-      if (out.stepsMs.length === 0) out.error = `no timed step: the first call took ${first.ms.toFixed(0)} ms`;
-    } catch (e) {
-      out.error = errorText(e);
-    }
+    await timeSteps("ibot", out, B, call, () => step.stats().plan, left);
     images.dispose();
     [...masks.masks, masks.maskSelection.index, masks.maskSelection.weight].forEach((t) => t.dispose());
     for (const t of tree.leaves<Tensor>(state)) t.dispose();

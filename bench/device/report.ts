@@ -157,23 +157,28 @@ function matmulSection(m: MatmulFragment | null, t: TorchMatmul | null): string[
   ];
 }
 
-function stepRow(
-  name: string,
-  r: { medianMs?: number; imagesPerS?: number; stepsMs?: number[]; error?: string } | undefined,
-) {
-  return [
+type Timed = { medianMs?: number; imagesPerS?: number; stepsMs?: number[]; error?: string };
+
+/** Ours beside PyTorch: a table of both sides' steps and the speed ratio. */
+function versus(ours: Timed, torch: Timed | undefined): string[] {
+  const row = (name: string, r: Timed | undefined) => [
     name,
     fmtNum(r?.medianMs, 1),
     fmtNum(r?.imagesPerS, 1),
     r?.stepsMs?.map((x) => x.toFixed(0)).join(", ") || "—",
     r?.error ?? "",
   ];
-}
-
-function ratioLine(ours: { medianMs?: number } | null, torch: TorchRun | undefined): string {
-  return ours?.medianMs && torch?.medianMs
+  const ratio = ours.medianMs && torch?.medianMs
     ? `Speed ours / PyTorch: **${fmtNum(torch.medianMs / ours.medianMs)}×** (PyTorch time / our time).`
     : "Speed ours / PyTorch: — (one side has no timed step).";
+  return [
+    mdTable(["", "ms/step (median)", "images/s", "steps (ms)", "error"], [
+      row("ours (WebGPU)", ours),
+      row("PyTorch", torch),
+    ], [false, true, true, false, false]),
+    "",
+    ratio,
+  ];
 }
 
 function vitSection(v: VitFragment | null, t: TorchStep | null): string[] {
@@ -185,12 +190,7 @@ function vitSection(v: VitFragment | null, t: TorchStep | null): string[] {
     `is timed until the loss is read back and the queue drained. Ours: compile ${fmtNum(v.compileS, 1)} s, plan peak ` +
     `${fmtMiB(v.peakBytes)}, ${v.dispatches ?? "—"} dispatches. ${torchLine(t?.env)}`,
     "",
-    mdTable(["", "ms/step (median)", "images/s", "steps (ms)", "error"], [
-      stepRow("ours (WebGPU)", v),
-      stepRow("PyTorch", t?.vit),
-    ], [false, true, true, false, false]),
-    "",
-    ratioLine(v, t?.vit),
+    ...versus(v, t?.vit),
   ];
 }
 
@@ -212,12 +212,7 @@ function ibotSection(b: IbotFragment | null, t: TorchStep | null): string[] {
         `peak ${fmtMiB(b.peakBytes)}, ${b.dispatches ?? "—"} dispatches. ${torchLine(t?.env)}`
       : `No batch was run: ${b.error ?? "see Phases"}.`,
     "",
-    mdTable(["", "ms/step (median)", "images/s", "steps (ms)", "error"], [
-      stepRow("ours (WebGPU)", b),
-      stepRow("PyTorch", t?.ibot),
-    ], [false, true, true, false, false]),
-    "",
-    ratioLine(b, t?.ibot),
+    ...versus(b, t?.ibot),
     s?.batch
       ? `At this speed a batch of 1024 takes ${fmtNum(((b.medianMs ?? NaN) * 1024) / s.batch / 1000, 1)} s (ours).`
       : "",

@@ -8,8 +8,7 @@
  * @module
  */
 import { initVit, jit, random, type Tensor, tidy, tree, valueAndGrad, vit, vitConfig } from "../../mod.ts";
-import { median, progress } from "../util.ts";
-import { gpuBackend, makeDeadline, pick, writeFragment } from "./common.ts";
+import { gpuBackend, makeDeadline, pick, type StepTimes, timeSteps, writeFragment } from "./common.ts";
 
 /** The model and batch of the phase, as `torch_step.py` rebuilds it. */
 export interface VitShape {
@@ -23,16 +22,8 @@ export interface VitShape {
 }
 
 /** What the vit phase records. */
-export interface VitFragment {
+export interface VitFragment extends StepTimes {
   shape: VitShape;
-  compileS?: number;
-  stepsMs: number[];
-  medianMs?: number;
-  imagesPerS?: number;
-  peakBytes?: number;
-  dispatches?: number;
-  loss?: number;
-  error?: string;
 }
 
 if (import.meta.main) {
@@ -65,30 +56,9 @@ if (import.meta.main) {
     const ms = performance.now() - t0;
     l.dispose();
     for (const t of tree.leaves(g)) t.dispose();
-    return { ms, value };
+    return { ms, loss: value };
   };
-  try {
-    const first = await call();
-    progress(`vit: first call ${first.ms.toFixed(0)} ms (trace, compile, run)`);
-    // Steps until 5 are timed or the budget nears its end (each costs about the last one).
-    while (out.stepsMs.length < pick(5, 2) && left() > 2 * (out.stepsMs.at(-1) ?? first.ms)) {
-      const r = await call();
-      out.stepsMs.push(r.ms);
-      out.loss = r.value;
-      out.medianMs = median(out.stepsMs);
-      out.compileS = (first.ms - out.medianMs) / 1000;
-      out.imagesPerS = (shape.batch * 1000) / out.medianMs;
-      const plan = step.stats().plan;
-      out.peakBytes = plan?.peakBytes;
-      out.dispatches = plan?.dispatches;
-      await writeFragment("vit", out);
-      progress(`vit: step ${out.stepsMs.length}: ${r.ms.toFixed(1)} ms`);
-    }
-    if (out.stepsMs.length === 0) out.error = `no timed step: the first call took ${first.ms.toFixed(0)} ms`;
-  } catch (e) {
-    out.error = e instanceof Error ? `${e.name}: ${e.message}` : String(e);
-  }
-  await writeFragment("vit", out);
+  await timeSteps("vit", out, shape.batch, call, () => step.stats().plan, left);
   step.dispose();
   images.dispose();
   for (const t of tree.leaves(params)) t.dispose();

@@ -94,10 +94,11 @@ const torchLine = (env: TorchEnv | undefined) =>
       env.cuda ? ` (CUDA ${env.cuda}, TF32 off: ${JSON.stringify(env.allow_tf32)})` : ""
     }, float32.`;
 
-function adapterSection(a: AdapterFragment | null): string[] {
+function adapterSection(a: AdapterFragment | null, smi: string | null): string[] {
   if (!a) return ["The adapter phase left nothing (see Phases)."];
   const limits = Object.entries(a.limits).map(([k, v]) => [k, v]);
   return [
+    ...(smi ? ["`nvidia-smi`:", "", "```", smi.trim(), "```", ""] : []),
     `**${a.description}** — vendor ${a.vendor || "?"}, architecture ${a.architecture || "?"}, device ${
       a.device || "?"
     }, ${a.software ? "a software adapter" : "a hardware adapter"}${a.isFallbackAdapter ? " (fallback)" : ""}.`,
@@ -231,6 +232,7 @@ if (import.meta.main) {
   const torchMatmul = await readFragment<TorchMatmul>("torch_matmul");
   const torchStep = await readFragment<TorchStep>("torch_step");
   const phases = await phaseRecords();
+  const smi = await Deno.readTextFile(`${workDir()}/nvidia_smi.csv`).catch(() => null);
   const slug = `${adapter?.slug ?? "unknown"}${isDry() ? "_dry" : ""}`;
   const load = Deno.env.get("DEVICE_BENCH_LOADAVG") ?? "?";
   const md = [
@@ -242,7 +244,7 @@ if (import.meta.main) {
     "",
     `## ${SECTIONS.adapter}`,
     "",
-    ...adapterSection(adapter),
+    ...adapterSection(adapter, smi),
     "",
     `## ${SECTIONS.matmul}`,
     "",
@@ -274,7 +276,7 @@ if (import.meta.main) {
     dry: isDry(),
     date: new Date().toISOString(),
     loadavg: load,
-    adapter,
+    adapter: adapter && { ...adapter, nvidiaSmi: smi },
     matmul: matmul && { ...matmul, torch: torchMatmul },
     vit: vit && { ours: vit, torch: torchStep?.vit ?? null, torchEnv: torchStep?.env ?? null },
     ibot: ibot && { ours: ibot, torch: torchStep?.ibot ?? null },

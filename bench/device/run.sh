@@ -113,6 +113,10 @@ export DEVICE_BENCH_WORK=$WORK DEVICE_BENCH_DRY=$DRY
 DEVICE_BENCH_LOADAVG=$(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || echo "?")
 export DEVICE_BENCH_LOADAVG
 : >"$WORK/phases.tsv"
+if command -v nvidia-smi >/dev/null; then
+  nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm,power.limit --format=csv \
+    >"$WORK/nvidia_smi.csv" 2>/dev/null || true
+fi
 
 # phase NAME BUDGET_S COMMAND...: runs it under its budget and records its exit status and seconds.
 phase() {

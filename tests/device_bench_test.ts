@@ -66,6 +66,10 @@ Deno.test({
         for (const f of s.families) assert(f.gflops > 0, `${s.label} ${f.family}: ${f.gflops} GFLOP/s`);
       }
       assert(json.vit.ours.medianMs > 0, `vit: ${JSON.stringify(json.vit.ours).slice(0, 300)}`);
+      assert(
+        json.vit.ours.attention.medianMs > 0,
+        `attention: ${JSON.stringify(json.vit.ours.attention).slice(0, 300)}`,
+      );
       assert(json.ibot.ours.medianMs > 0, `ibot: ${JSON.stringify(json.ibot.ours).slice(0, 300)}`);
       // The planner refused the largest batch under the dry run's memory limit and ran the largest that fit.
       const planned: { batch: number; peakBytes?: number }[] = json.ibot.ours.planned;

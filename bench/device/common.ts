@@ -84,19 +84,20 @@ export interface StepTimes {
 /**
  * Calls a step once (trace, compile, run), then times up to 5 calls (2 dry) while the budget allows: the first
  * if half the first call's time is left (compilation dominates it), each next if twice the last is. Records into
- * `out` and writes the fragment after each call; a failure or no timed call is `out.error`.
+ * `out` and calls `save` after each call; a failure or no timed call is `out.error`.
  */
 export async function timeSteps(
-  phase: Phase,
+  name: string,
   out: StepTimes,
   images: number,
   call: () => Promise<{ ms: number; loss: number }>,
   plan: () => { peakBytes: number; dispatches: number } | undefined,
   left: () => number,
+  save: () => Promise<void>,
 ): Promise<void> {
   try {
     const first = await call();
-    progress(`${phase}: first call ${first.ms.toFixed(0)} ms (trace, compile, run)`);
+    progress(`${name}: first call ${first.ms.toFixed(0)} ms (trace, compile, run)`);
     while (out.stepsMs.length < pick(5, 2) && left() > (out.stepsMs.length ? 2 * out.stepsMs.at(-1)! : first.ms / 2)) {
       const r = await call();
       out.stepsMs.push(r.ms);
@@ -106,12 +107,12 @@ export async function timeSteps(
       out.imagesPerS = (images * 1000) / out.medianMs;
       out.peakBytes = plan()?.peakBytes;
       out.dispatches = plan()?.dispatches;
-      await writeFragment(phase, out);
-      progress(`${phase}: step ${out.stepsMs.length}: ${r.ms.toFixed(1)} ms, loss ${r.loss.toFixed(4)}`);
+      await save();
+      progress(`${name}: step ${out.stepsMs.length}: ${r.ms.toFixed(1)} ms, loss ${r.loss.toFixed(4)}`);
     }
     if (out.stepsMs.length === 0) out.error = `no timed step: the first call took ${first.ms.toFixed(0)} ms`;
   } catch (e) {
     out.error = errorText(e);
   }
-  await writeFragment(phase, out);
+  await save();
 }

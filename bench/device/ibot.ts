@@ -153,7 +153,7 @@ if (import.meta.main) {
       Object.values(r.metrics).forEach((t) => t.dispose());
       return { ms, loss };
     };
-    await timeSteps("ibot", out, B, call, () => step.stats().plan, left);
+    await timeSteps("ibot", out, B, call, () => step.stats().plan, left, () => writeFragment("ibot", out));
     images.dispose();
     [...masks.masks, masks.maskSelection.index, masks.maskSelection.weight].forEach((t) => t.dispose());
     for (const t of tree.leaves<Tensor>(state)) t.dispose();

@@ -78,6 +78,8 @@ interface TorchRun {
   stepsMs?: number[];
   error?: string;
   maxMemoryAllocated?: number;
+  /** The vit part's attention block (`sdpa`: through F.scaled_dot_product_attention). */
+  attention?: TorchRun & { sdpa?: boolean };
 }
 interface TorchStep {
   env: TorchEnv;
@@ -192,6 +194,15 @@ function vitSection(v: VitFragment | null, t: TorchStep | null): string[] {
     `${fmtMiB(v.peakBytes)}, ${v.dispatches ?? "—"} dispatches. ${torchLine(t?.env)}`,
     "",
     ...versus(v, t?.vit),
+    "",
+    `One attention block alone (qkv linear, attention of ${v.attention?.tokens ?? "?"} tokens, proj linear), forward ` +
+    `+ backward, on the same ${s.batch} images: ours is \`attention\` of \`models/vit.ts\` (fused where the code ` +
+    `has fused attention); PyTorch ${
+      t?.vit?.attention?.sdpa === false ? "computes softmax(q·kᵀ)·v (no scaled_dot_product_attention)" : "uses " +
+        "`F.scaled_dot_product_attention`"
+    }. Ours: compile ${fmtNum(v.attention?.compileS, 1)} s, plan peak ${fmtMiB(v.attention?.peakBytes)}.`,
+    "",
+    ...(v.attention ? versus(v.attention, t?.vit?.attention) : ["Not measured (see Phases)."]),
   ];
 }
 

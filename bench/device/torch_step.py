@@ -2,7 +2,8 @@
 `ibot` phases, on the shapes their fragments record, written from the iBOT specification (../shared/ibot-spec.md
 sections 1, 3, 4, 7), not from the official code. Offline only; run by bench/device/run.sh.
 
-- vit: ViT forward + backward of the mean of the squared final tokens, gradient of every parameter.
+- vit: ViT forward + backward of the mean of the squared final tokens, gradient of every parameter; then one
+  attention block alone (qkv linear, F.scaled_dot_product_attention, proj linear), forward + backward.
 - ibot: one literal official step (spec 0.1) at the same batch: teacher forward on the 2 global crops, student
   forward on the masked global crops and on the local crops, the head on every token (shared prototype layer,
   weight-normalised), the CLS and MIM losses with centers, backward, per-parameter clipping (on the device, no host
@@ -124,11 +125,44 @@ def vit_part(s):
         loss.backward()
         return loss
 
+    r = timed(step, s["batch"])
+    r["shape"] = s
+    tokens = (read_fragment("vit").get("attention") or {}).get("tokens")
+    if tokens and left_s() > 5:
+        r["attention"] = attention_part(s, tokens)
+    return r
+
+
+def timed(step, images):
     first = first_call_ms(step)
     times = median_ms(step, 2 if DRY else 5, first)
-    r = {"shape": s, "firstMs": first, "stepsMs": times}
+    r = {"firstMs": first, "stepsMs": times}
     if times:
-        r.update(medianMs=statistics.median(times), imagesPerS=s["batch"] * 1000 / statistics.median(times))
+        r.update(medianMs=statistics.median(times), imagesPerS=images * 1000 / statistics.median(times))
+    return r
+
+
+def attention_part(s, tokens):
+    """One attention block (qkv linear, scaled_dot_product_attention, proj linear), forward + backward."""
+    d, h, B = s["embedDim"], s["numHeads"], s["batch"]
+    qkv, proj = nn.Linear(d, 3 * d).to(device), nn.Linear(d, d).to(device)
+    x = torch.randn(B, tokens, d, device=device, requires_grad=True)
+    sdpa = getattr(F, "scaled_dot_product_attention", None)
+
+    def step():
+        qkv.zero_grad(set_to_none=True)
+        proj.zero_grad(set_to_none=True)
+        x.grad = None
+        q, k, v = qkv(x).reshape(B, tokens, 3, h, d // h).permute(2, 0, 3, 1, 4)
+        if sdpa is not None:
+            a = sdpa(q, k, v)
+        else:  # torch < 2.0 (the dry run on Debian's 1.13)
+            a = ((q @ k.transpose(-2, -1)) * (d // h) ** -0.5).softmax(-1) @ v
+        y = proj(a.transpose(1, 2).reshape(B, tokens, d))
+        y.square().mean().backward()
+
+    r = timed(step, B)
+    r.update(tokens=tokens, sdpa=sdpa is not None)
     return r
 
 
@@ -196,11 +230,8 @@ def ibot_part(s):
             torch._foreach_add_(t_ema, s_ema, alpha=1 - 0.996)
         return loss
 
-    first = first_call_ms(step)
-    times = median_ms(step, 2 if DRY else 5, first)
-    r = {"shape": s, "firstMs": first, "stepsMs": times, "literal": True, "augmentation": False}
-    if times:
-        r.update(medianMs=statistics.median(times), imagesPerS=B * 1000 / statistics.median(times))
+    r = timed(step, B)
+    r.update(shape=s, literal=True, augmentation=False)
     if device.type == "cuda":
         r["maxMemoryAllocated"] = torch.cuda.max_memory_allocated()
     return r

@@ -145,7 +145,7 @@ torch_phase() {
 }
 
 # Budgets (seconds): 455 s, under 8 minutes with the setup; the dry run's are limits for a loaded CI machine.
-if [[ $DRY == 1 ]]; then B=(30 60 60 90 40 60 30); else B=(20 120 60 150 30 60 15); fi
+if [[ $DRY == 1 ]]; then B=(30 90 60 120 40 60 30); else B=(20 120 60 150 30 60 15); fi
 if ! deno_phase adapter "${B[0]}"; then
   if [[ -n $NVIDIA_ICD ]]; then
     log "retrying the adapter with the loader's default driver search"

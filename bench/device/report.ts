@@ -271,7 +271,8 @@ if (import.meta.main) {
     "",
     `## ${SECTIONS.phases}`,
     "",
-    "Each phase runs as its own process under its budget (run.sh; exit status 124 = stopped at the budget).",
+    "Each phase runs as its own process under its budget (run.sh). Exit status 124: stopped at its budget; 3 (adapter): " +
+    "a software adapter, not measured; 1: the phase recorded an error (in its section).",
     "",
     mdTable(
       ["phase", "exit status", "seconds", "budget s"],

@@ -17,7 +17,7 @@
 # torch_step (PyTorch CUDA float32, TF32 off, when python3 has torch with CUDA), report. The report prints and
 # writes ONE results file: device_<adapter>.md + .json (device_<adapter>_dry in the dry run) in $OUT when set,
 # else bench/results/. Exit status: 0 when every phase finished, 1 when one did not (the file says which),
-# 2 when the setup failed.
+# 2 when the setup failed (no usable adapter: the file is still written, saying so).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -146,14 +146,26 @@ torch_phase() {
 
 # Budgets (seconds): 455 s, under 8 minutes with the setup; the dry run's are limits for a loaded CI machine.
 if [[ $DRY == 1 ]]; then B=(30 90 60 120 40 60 30); else B=(20 120 60 150 30 60 15); fi
+
+# finish STATUS: writes the one results file from whatever the phases left, then exits (0 only when all finished).
+finish() {
+  DEVICE_BENCH_BUDGET_S=${B[6]} timeout -k 5 "${B[6]}" "$DENO" run "${CACHED[@]}" --allow-read --allow-env \
+    --allow-write bench/device/report.ts || fail "the report failed (fragments in $WORK)"
+  log "done in $((SECONDS - T0)) s"
+  local status=$1
+  if ((status == 0)) && ! awk -F'\t' '$2 != 0 { bad = 1 } END { exit bad }' "$WORK/phases.tsv"; then status=1; fi
+  if ((status == 0)); then rm -rf "$WORK"; else log "not every phase finished; the fragments stay in $WORK"; fi
+  exit "$status"
+}
+
 if ! deno_phase adapter "${B[0]}"; then
   if [[ -n $NVIDIA_ICD ]]; then
-    log "retrying the adapter with the loader's default driver search"
+    log "retrying the adapter with the default loader search"
     unset VK_DRIVER_FILES VK_ICD_FILENAMES
     sed -i '$d' "$WORK/phases.tsv"
-    deno_phase adapter "${B[0]}" || fail "no usable adapter (see above)"
+    deno_phase adapter "${B[0]}" || finish 2
   else
-    fail "no usable adapter (see above)"
+    finish 2
   fi
 fi
 deno_phase matmul "${B[1]}"
@@ -161,12 +173,4 @@ deno_phase vit "${B[2]}"
 deno_phase ibot "${B[3]}"
 torch_phase torch_matmul "${B[4]}"
 torch_phase torch_step "${B[5]}"
-DEVICE_BENCH_BUDGET_S=${B[6]} timeout -k 5 "${B[6]}" "$DENO" run "${CACHED[@]}" --allow-read --allow-env --allow-write \
-  bench/device/report.ts || fail "the report failed (fragments in $WORK)"
-log "done in $((SECONDS - T0)) s"
-if awk -F'\t' '$2 != 0 { bad = 1 } END { exit bad }' "$WORK/phases.tsv"; then
-  rm -rf "$WORK"
-else
-  log "a phase did not finish; its fragments stay in $WORK"
-  exit 1
-fi
+finish 0

@@ -122,7 +122,12 @@ if (import.meta.main) {
     out.error = "no batch fits the memory limit";
   } else {
     const B = 2 ** lo;
-    for (const [b, s] of compiled) if (b !== B) s.dispose();
+    for (const [b, s] of compiled) {
+      if (b !== B) {
+        s.dispose();
+        compiled.delete(b);
+      }
+    }
     const step = stepFor(B);
     const masks = sampleStepMasks(hostKey(1), B, grids, cfg.masking, gpu);
     const pixels = randomMatrix(B * 3 * imageSize * imageSize, 7).map((v) => 0.5 + 0.5 * v);

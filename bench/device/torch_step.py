@@ -169,7 +169,7 @@ def attention_part(s, tokens):
 def ibot_loss(s_cls, s_patch, s_local, t_cls, t_patch, masks, centers, temps, ng):
     """Spec 4.3: CLS terms over every (teacher global, other student view) pair, MIM terms on the same view."""
     student = torch.cat([s_cls, s_local]) / 0.1
-    s_views = student.chunk(student.shape[0] // t_cls.shape[0] * ng)
+    s_views = student.chunk(student.shape[0] // (t_cls.shape[0] // ng))  # one chunk of B rows per crop
     sp_views = (s_patch / 0.1).chunk(ng)
     t = F.softmax((t_cls - centers[0]) / temps[0], -1).chunk(ng)
     tp = F.softmax((t_patch - centers[1]) / temps[1], -1).chunk(ng)
@@ -201,8 +201,8 @@ def ibot_part(s):
     named = [(n, p) for n, p in student.named_parameters() if p.requires_grad]
     decay = [p for n, p in named if not n.endswith(".bias") and p.ndim > 1]
     no_decay = [p for n, p in named if n.endswith(".bias") or p.ndim == 1]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.05}, {"params": no_decay, "weight_decay": 0.0}],
-                            lr=5e-4 * 1024 / 256 * 0.5)
+    # Values past the warm-up (the speed does not depend on them).
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.05}, {"params": no_decay, "weight_decay": 0.0}], lr=1e-3)
     pairs = [(ps, pt) for (n, ps) in student.named_parameters() for (m, pt) in teacher.named_parameters() if n == m]
     s_ema, t_ema = [a for a, _ in pairs], [b for _, b in pairs]
     grads_of = [p for _, p in named]

@@ -235,6 +235,22 @@ function ibotSection(b: IbotFragment | null, t: TorchStep | null): string[] {
   ];
 }
 
+function phasesSection(phases: PhaseRecord[]): string[] {
+  return [
+    "Each phase runs as its own process under its budget (run.sh). Exit status 124: stopped at its budget; 3 (adapter): " +
+    "a software adapter, not measured; 1: the phase recorded an error (in its section).",
+    "",
+    mdTable(
+      ["phase", "exit status", "seconds", "budget s"],
+      PHASES.map((p) => {
+        const r = phases.find((x) => x.phase === p);
+        return [p, r ? String(r.rc) : "not run", r ? String(r.seconds) : "—", r ? String(r.budget) : "—"];
+      }),
+      [false, true, true, true],
+    ),
+  ];
+}
+
 if (import.meta.main) {
   const adapter = await readFragment<AdapterFragment>("adapter");
   const matmul = await readFragment<MatmulFragment>("matmul");
@@ -253,36 +269,13 @@ if (import.meta.main) {
     `${navigator.hardwareConcurrency} cores; load average at start ${load}. Written by \`bench/device/run.sh` +
     `${isDry() ? " --dry" : ""}\`${isDry() ? " (small sizes: it checks that every phase runs, not speed)" : ""}.`,
     "",
-    `## ${SECTIONS.adapter}`,
-    "",
-    ...adapterSection(adapter, smi),
-    "",
-    `## ${SECTIONS.matmul}`,
-    "",
-    ...matmulSection(matmul, torchMatmul),
-    "",
-    `## ${SECTIONS.vit}`,
-    "",
-    ...vitSection(vit, torchStep),
-    "",
-    `## ${SECTIONS.ibot}`,
-    "",
-    ...ibotSection(ibot, torchStep),
-    "",
-    `## ${SECTIONS.phases}`,
-    "",
-    "Each phase runs as its own process under its budget (run.sh). Exit status 124: stopped at its budget; 3 (adapter): " +
-    "a software adapter, not measured; 1: the phase recorded an error (in its section).",
-    "",
-    mdTable(
-      ["phase", "exit status", "seconds", "budget s"],
-      PHASES.map((p) => {
-        const r = phases.find((x) => x.phase === p);
-        return [p, r ? String(r.rc) : "not run", r ? String(r.seconds) : "—", r ? String(r.budget) : "—"];
-      }),
-      [false, true, true, true],
-    ),
-    "",
+    ...([
+      ["adapter", adapterSection(adapter, smi)],
+      ["matmul", matmulSection(matmul, torchMatmul)],
+      ["vit", vitSection(vit, torchStep)],
+      ["ibot", ibotSection(ibot, torchStep)],
+      ["phases", phasesSection(phases)],
+    ] as const).flatMap(([key, lines]) => [`## ${SECTIONS[key]}`, "", ...lines, ""]),
   ].join("\n");
   const json = {
     dry: isDry(),

@@ -139,7 +139,7 @@ function matmulSection(m: MatmulFragment | null, t: TorchMatmul | null): string[
   });
   const errors = m.shapes.flatMap((s) => s.errors.map((e) => `- ${s.label}: ${e}`));
   return [
-    `Float32, every kernel family of \`wgsl/matmul.ts\` at its best candidate per shape (the autotuner's pick is ` +
+    `Float32, every kernel family the autotuner tries (\`wgsl/autotune.ts\`) at its best candidate per shape (the autotuner's pick is ` +
     `the fastest overall); each candidate dispatched directly: a warm-up, then repetitions of N back-to-back ` +
     `dispatches (~${m.targetMs} ms each) ending in a queue drain, median per dispatch. ${torchLine(t?.env)} ` +
     `Ratio = our best / PyTorch.`,

@@ -199,7 +199,19 @@ export {
   type IbotSums,
   ibotUpdate,
 } from "./train/step.ts";
-export { type DataName, hyperAt, PRESETS, type PretrainConfig } from "./train/presets.ts";
+export { type DataName, PRESETS, type PretrainConfig } from "./train/presets.ts";
+export {
+  configureRun,
+  hyperAt,
+  MAX_BATCH,
+  presetSchedule,
+  resolveRun,
+  RunChangeError,
+  type RunChanges,
+  type RunData,
+  runHyperparams,
+  type RunSpec,
+} from "./train/run_spec.ts";
 export {
   type BackboneData,
   backboneDim,

@@ -155,6 +155,7 @@ export {
 export * as masking from "./train/masking.ts";
 /** Training schedules (cosine with warm-up, temperatures, momentum) as pure functions of the iteration. */
 export * as schedules from "./train/schedules.ts";
+export type { IbotScheduleConfig } from "./train/schedules.ts";
 export {
   loadPth,
   parsePth,

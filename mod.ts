@@ -75,7 +75,9 @@ export {
   type HostTensor,
   loadSafetensors,
   parseSafetensors,
+  readSafetensorsHeader,
   type SafetensorsFile,
+  type SafetensorsHeader,
   saveSafetensors,
 } from "./models/safetensors.ts";
 export {
@@ -170,18 +172,27 @@ export {
   type UnpickleOptions,
 } from "./models/pth.ts";
 export { CheckpointError, type CheckpointFormat, sniffFormat } from "./models/format.ts";
+/** Model weights: `.pth`/safetensors files read into named tensors and loaded into a model tree. */
 export {
-  type CheckpointFile,
   type ExportOptions,
   exportTeacherBackbone,
   type Loaded,
-  loadIntoModel,
-  type LoadIntoModelOptions,
+  loadWeightsIntoModel,
+  type LoadWeightsOptions,
+  type ModelWeightsFile,
   type NamedTensors,
-  parseCheckpoint,
-  readCheckpoint,
+  parseModelWeights,
+  readModelWeights,
   saveTeacherBackbone,
   specFromShapes,
+} from "./models/checkpoint.ts";
+/** Deprecated names of the model-weight functions (renamed for what they hold); removed in the next release. */
+export {
+  type CheckpointFile,
+  loadIntoModel,
+  type LoadIntoModelOptions,
+  parseCheckpoint,
+  readCheckpoint,
 } from "./models/checkpoint.ts";
 /** iBOT's multi-crop augmentation, batched on the device and deterministic from a key. */
 export * as augment from "./train/augment.ts";
@@ -249,6 +260,14 @@ export {
   type Progress,
 } from "./train/pretrain.ts";
 export { knnAccuracy, type KnnOptions } from "./train/knn.ts";
+/** The training state (to resume a run): saved and loaded whole, with its metadata. */
+export {
+  loadTrainingState,
+  readTrainingStateMeta,
+  saveTrainingState,
+  type TrainingStateMeta,
+} from "./train/checkpoint.ts";
+/** Deprecated names of the training-state functions (renamed for what they hold); removed in the next release. */
 export { type CheckpointMeta, loadCheckpoint, readCheckpointMeta, saveCheckpoint } from "./train/checkpoint.ts";
 export { type ConfigDifference, Interrupted, ScheduleMismatchError } from "./train/run_state.ts";
 export { DataError, InputError } from "./errors.ts";

@@ -8,7 +8,7 @@
  * @module
  */
 import { parseArgs } from "node:util";
-import { CheckpointError, type CheckpointFile, parseCheckpoint } from "../mod.ts";
+import { CheckpointError, type ModelWeightsFile, parseModelWeights } from "../mod.ts";
 import { readBytes, runCli, UsageError } from "./lib/cli.ts";
 
 const USAGE = `Usage: deno run --allow-read examples/inspect_checkpoint.ts FILE [options]
@@ -51,7 +51,7 @@ async function main(): Promise<number> {
     throw new UsageError(`--depth must be a positive integer, got '${values.depth}'`);
   }
   const path = positionals[0];
-  const ckpt = parseCheckpoint(await readBytes(path, "FILE"), path, {
+  const ckpt = parseModelWeights(await readBytes(path, "FILE"), path, {
     skipUnknownGlobals: values["allow-unknown-globals"],
   });
   inspect(path, ckpt, values.filter, depth, values.summary);
@@ -79,7 +79,7 @@ function scalarLines(vals: [string, unknown][], collapse: boolean): string[] {
   });
 }
 
-function inspect(path: string, ckpt: CheckpointFile, filter: string, depth: number, summary: boolean): void {
+function inspect(path: string, ckpt: ModelWeightsFile, filter: string, depth: number, summary: boolean): void {
   const rows = [...ckpt.tensors].filter(([k]) => k.startsWith(filter));
   const count = (shape: readonly number[]) => shape.reduce((a, b) => a * b, 1);
   const fmtInt = (n: number) => n.toLocaleString("en-US");

@@ -26,7 +26,7 @@ import type { Backend } from "../ops/backend.ts";
 import * as api from "../ops/api.ts";
 import * as random from "../ops/random.ts";
 import { type HostTensor, parseSafetensors, type SafetensorsFile } from "../models/safetensors.ts";
-import { loadIntoModel, readCheckpoint, specFromShapes } from "../models/checkpoint.ts";
+import { loadWeightsIntoModel, readModelWeights, specFromShapes } from "../models/checkpoint.ts";
 import { stateDict } from "../models/pth.ts";
 import { type SwinConfig, swinSpec } from "../models/swin.ts";
 import { VIT_PRESETS, type VitArch, vitConfig, vitParamShapes } from "../models/vit.ts";
@@ -110,7 +110,7 @@ export interface KnnModel {
   seed?: number;
 }
 
-/** The expected (ParamSpec) tree of a backbone, for `loadIntoModel`. */
+/** The expected (ParamSpec) tree of a backbone, for `loadWeightsIntoModel`. */
 function expectedTree(spec: BackboneSpec): unknown {
   return spec.kind === "vit" ? specFromShapes(vitParamShapes(spec.config)) : swinSpec(spec.config);
 }
@@ -155,7 +155,11 @@ export async function modelFromCheckpoint(path: string, backend: Backend, studen
   const spec = withMaskToken(resolved, student);
   let params: BackboneParams;
   try {
-    params = await loadIntoModel(expectedTree(spec), file.tensors, { prefix, backend, strict: true }) as BackboneParams;
+    params = await loadWeightsIntoModel(expectedTree(spec), file.tensors, {
+      prefix,
+      backend,
+      strict: true,
+    }) as BackboneParams;
   } catch (e) {
     throw new UsageError(`${flag} ${path}: the ${who} does not fit its own config: ${(e as Error).message}`);
   }
@@ -195,7 +199,7 @@ export interface WeightsOptions {
   skipUnknownGlobals?: boolean;
 }
 
-/** `loadIntoModel`'s error with wrong shapes first and at most 8 entries per section. */
+/** `loadWeightsIntoModel`'s error with wrong shapes first and at most 8 entries per section. */
 function shortLoadError(message: string): string {
   const sections: { title: string; items: string[] }[] = [];
   for (const line of message.split("\n").slice(1)) {
@@ -244,7 +248,7 @@ export async function modelFromWeights(path: string, backend: Backend, opts: Wei
   let named: Map<string, HostTensor>;
   let metadata: ReadonlyMap<string, unknown>;
   try {
-    ({ tensors: named, values: metadata } = await readCheckpoint(path, {
+    ({ tensors: named, values: metadata } = await readModelWeights(path, {
       skipUnknownGlobals: opts.skipUnknownGlobals,
     }));
   } catch (e) {
@@ -342,7 +346,7 @@ export async function modelFromWeights(path: string, backend: Backend, opts: Wei
   checkNormChannels(C, mean, `${flag} ${path}`, norm, "--norm preset --preset");
   let params: BackboneParams;
   try {
-    params = await loadIntoModel(expectedTree(spec), sd, { prefix, backend, strict: true }) as BackboneParams;
+    params = await loadWeightsIntoModel(expectedTree(spec), sd, { prefix, backend, strict: true }) as BackboneParams;
   } catch (e) {
     throw new UsageError(
       `${flag} ${path} does not fit --arch ${arch}: the file has ${fileSizes(get, D, P)}, the model ` +

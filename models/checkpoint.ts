@@ -1,7 +1,9 @@
 /**
- * Checkpoints: reading named tensors from `.pth` or `.safetensors` files, loading them into a parameter tree
- * with one clear error for every missing, unexpected or mis-shaped key, and exporting a teacher backbone under
- * the official `checkpoint_teacher.pth` names (spec §9.2).
+ * Model weights: reading named tensors from `.pth` or `.safetensors` files (`readModelWeights`), loading them
+ * into a parameter tree with one clear error for every missing, unexpected or mis-shaped key
+ * (`loadWeightsIntoModel`), and exporting a teacher backbone under the official `checkpoint_teacher.pth` names
+ * (spec §9.2). The whole training state (to resume a run) is `train/checkpoint.ts`'s `saveTrainingState` and
+ * `loadTrainingState`.
  *
  * @module
  */
@@ -14,15 +16,15 @@ import { defaultBackend } from "../ops/backends.ts";
 import { allocHost, type DType, type HostArray } from "../ops/dtype.ts";
 import { type HostTensor, parseSafetensors, saveSafetensors } from "./safetensors.ts";
 import { parsePth, type PthOptions } from "./pth.ts";
-import { CheckpointError, expectFormat, sniffFormat } from "./format.ts";
+import { expectFormat, readCheckpointBytes, sniffFormat } from "./format.ts";
 import { ParamSpec } from "./spec.ts";
-import { relativePositionIndex } from "./swin.ts";
+import { relativePositionIndex } from "./swin_window.ts";
 
 /** Named checkpoint entries: host tensors (from a file) or tensors. */
 export type NamedTensors = ReadonlyMap<string, HostTensor | Tensor>;
 
-/** A checkpoint file read into memory. */
-export interface CheckpointFile {
+/** A weights file (`.pth` or safetensors) read into memory. */
+export interface ModelWeightsFile {
   /** Which reader was used. */
   format: "pth" | "safetensors";
   /** Every tensor by dotted name. */
@@ -42,17 +44,21 @@ export interface CheckpointFile {
  *
  * @example
  * ```ts ignore
- * import { parseCheckpoint } from "./mod.ts";
- * const ckpt = parseCheckpoint(await Deno.readFile("checkpoint.pth"), "checkpoint.pth");
+ * import { parseModelWeights } from "./mod.ts";
+ * const ckpt = parseModelWeights(await Deno.readFile("checkpoint.pth"), "checkpoint.pth");
  * ```
  */
-export function parseCheckpoint(bytes: Uint8Array, file = "<checkpoint>", opts: PthOptions = {}): CheckpointFile {
+export function parseModelWeights(
+  bytes: Uint8Array,
+  file = "<checkpoint>",
+  opts: PthOptions = {},
+): ModelWeightsFile {
   const format = sniffFormat(bytes);
   if (format === "pth") {
     const f = parsePth(bytes, file, opts);
     return { format: "pth", tensors: f.tensors, sourceDtypes: f.torchDtypes, values: f.values, skipped: f.skipped };
   }
-  expectFormat(bytes, "checkpoint", file);
+  if (format !== "safetensors") expectFormat(bytes, "checkpoint", file); // throws, saying what the bytes are
   const f = parseSafetensors(bytes, file);
   return {
     format: "safetensors",
@@ -64,27 +70,22 @@ export function parseCheckpoint(bytes: Uint8Array, file = "<checkpoint>", opts: 
 }
 
 /**
- * Reads a `.pth` (zip + pickle) or `.safetensors` file, told apart by their first bytes (see `parseCheckpoint`).
+ * Reads the named tensors of a `.pth` (zip + pickle) or `.safetensors` weights file, told apart by their first
+ * bytes (see `parseModelWeights`).
  *
  * @example
  * ```ts ignore
- * import { readCheckpoint, stateDict } from "./mod.ts";
- * const ckpt = await readCheckpoint("checkpoint.pth");
+ * import { readModelWeights, stateDict } from "./mod.ts";
+ * const ckpt = await readModelWeights("checkpoint.pth");
  * const teacher = stateDict(ckpt.tensors, "teacher");
  * ```
  */
-export async function readCheckpoint(path: string, opts: PthOptions = {}): Promise<CheckpointFile> {
-  let bytes: Uint8Array;
-  try {
-    bytes = await Deno.readFile(path);
-  } catch (e) {
-    throw new CheckpointError(`readCheckpoint: cannot read '${path}': ${(e as Error).message}`);
-  }
-  return parseCheckpoint(bytes, path, opts);
+export async function readModelWeights(path: string, opts: PthOptions = {}): Promise<ModelWeightsFile> {
+  return parseModelWeights(await readCheckpointBytes(path), path, opts);
 }
 
-/** Options of `loadIntoModel`. */
-export interface LoadIntoModelOptions {
+/** Options of `loadWeightsIntoModel`. */
+export interface LoadWeightsOptions {
   /**
    * Only names starting with this prefix are considered, with it removed (e.g. `backbone.` for a teacher state
    * dict, `module.backbone.` for a raw student one). Others are ignored, not unexpected.
@@ -96,7 +97,7 @@ export interface LoadIntoModelOptions {
   backend?: Backend;
 }
 
-/** The tree type `loadIntoModel` returns: `T` with its `ParamSpec` leaves replaced by tensors. */
+/** The tree type `loadWeightsIntoModel` returns: `T` with its `ParamSpec` leaves replaced by tensors. */
 export type Loaded<T> = T extends ParamSpec | Tensor ? Tensor
   : T extends readonly (infer U)[] ? Loaded<U>[]
   : T extends object ? { [K in keyof T]: Loaded<T[K]> }
@@ -132,16 +133,16 @@ function convert(data: ArrayLike<number>, dtype: DType): HostArray {
  *
  * @example
  * ```ts ignore
- * import { loadIntoModel, readCheckpoint, stateDict, swinSpec, swinTiny } from "./mod.ts";
- * const ckpt = await readCheckpoint("checkpoint.pth");
- * const backbone = await loadIntoModel(swinSpec(swinTiny(7, { maskedEmbed: false })),
+ * import { loadWeightsIntoModel, readModelWeights, stateDict, swinSpec, swinTiny } from "./mod.ts";
+ * const ckpt = await readModelWeights("checkpoint.pth");
+ * const backbone = await loadWeightsIntoModel(swinSpec(swinTiny(7, { maskedEmbed: false })),
  *   stateDict(ckpt.tensors, "teacher"), { prefix: "backbone." });
  * ```
  */
-export async function loadIntoModel<T = unknown>(
+export async function loadWeightsIntoModel<T = unknown>(
   expected: T,
   named: NamedTensors,
-  opts: LoadIntoModelOptions = {},
+  opts: LoadWeightsOptions = {},
 ): Promise<Loaded<T>> {
   const { prefix = "", strict = true } = opts;
   const backend = opts.backend ?? defaultBackend();
@@ -149,7 +150,7 @@ export async function loadIntoModel<T = unknown>(
   const want = paths<Expected>(expected);
   for (const [name, leaf] of want) {
     if (!(leaf instanceof Tensor || leaf instanceof ParamSpec)) {
-      throw new TypeError(`loadIntoModel: the expected leaf '${name}' is neither a Tensor nor a ParamSpec`);
+      throw new TypeError(`loadWeightsIntoModel: the expected leaf '${name}' is neither a Tensor nor a ParamSpec`);
     }
   }
   const wantShape = new Map(want.map(([k, v]) => [k, v.shape]));
@@ -206,7 +207,7 @@ export async function loadIntoModel<T = unknown>(
   section("bad buffer", problems.buffer);
   if (lines.length) {
     throw new Error(
-      `loadIntoModel: the checkpoint does not fit the model${prefix ? ` (prefix '${prefix}')` : ""}:\n${
+      `loadWeightsIntoModel: the checkpoint does not fit the model${prefix ? ` (prefix '${prefix}')` : ""}:\n${
         lines.join("\n")
       }`,
     );
@@ -226,12 +227,12 @@ export async function loadIntoModel<T = unknown>(
 }
 
 /**
- * Turns `[name, shape]` pairs (e.g. `vitParamShapes(config)`) into a tree of `ParamSpec`s for `loadIntoModel`.
+ * Turns `[name, shape]` pairs (e.g. `vitParamShapes(config)`) into a tree of `ParamSpec`s for `loadWeightsIntoModel`.
  *
  * @example
  * ```ts
  * import { specFromShapes, vitParamShapes } from "./mod.ts";
- * const spec = specFromShapes(vitParamShapes({ arch: "vit_tiny", depth: 1 })); // a ParamSpec tree for loadIntoModel
+ * const spec = specFromShapes(vitParamShapes({ arch: "vit_tiny", depth: 1 })); // a ParamSpec tree for loadWeightsIntoModel
  * ```
  */
 export function specFromShapes(
@@ -296,3 +297,16 @@ export async function saveTeacherBackbone(
   const named = exportTeacherBackbone(teacher);
   await saveSafetensors(fromPaths([...named]), path, { format: "ibot checkpoint_teacher state_dict", ...metadata });
 }
+
+// The old names, kept one release: they did not say whether a "checkpoint" held model weights or a training state.
+
+/** @deprecated Renamed `ModelWeightsFile`; this alias goes in the next release. */
+export type CheckpointFile = ModelWeightsFile;
+/** @deprecated Renamed `LoadWeightsOptions`; this alias goes in the next release. */
+export type LoadIntoModelOptions = LoadWeightsOptions;
+/** @deprecated Renamed `parseModelWeights`; this alias goes in the next release. */
+export const parseCheckpoint: typeof parseModelWeights = parseModelWeights;
+/** @deprecated Renamed `readModelWeights`; this alias goes in the next release. */
+export const readCheckpoint: typeof readModelWeights = readModelWeights;
+/** @deprecated Renamed `loadWeightsIntoModel`; this alias goes in the next release. */
+export const loadIntoModel: typeof loadWeightsIntoModel = loadWeightsIntoModel;

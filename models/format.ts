@@ -80,3 +80,17 @@ export function expectFormat(bytes: Uint8Array, expected: keyof typeof EXPECTED,
   const what = got !== "unknown" ? DESCRIBE[got] : hex ? `neither (it starts with ${hex})` : "an empty file";
   throw new CheckpointError(`${file}: expected ${want}, but this is ${what}`);
 }
+
+/** The `CheckpointError` for a checkpoint file that cannot be opened or read: it names the file and the cause. */
+export function unreadable(path: string, e: unknown): CheckpointError {
+  return new CheckpointError(`checkpoint '${path}' cannot be read: ${(e as Error).message}`);
+}
+
+/** A checkpoint file's bytes, or a `CheckpointError` naming the file when it cannot be read. */
+export async function readCheckpointBytes(path: string): Promise<Uint8Array> {
+  try {
+    return await Deno.readFile(path);
+  } catch (e) {
+    throw unreadable(path, e);
+  }
+}

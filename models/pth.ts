@@ -17,7 +17,7 @@
 import { bf16ToF32, f16ToF32 } from "./safetensors.ts";
 import type { HostTensor } from "./safetensors.ts";
 import type { DType } from "../ops/dtype.ts";
-import { CheckpointError, expectFormat } from "./format.ts";
+import { CheckpointError, expectFormat, readCheckpointBytes } from "./format.ts";
 import { PyGlobal, PyObject, unpickle } from "./pickle.ts";
 import { ZipArchive } from "./zip.ts";
 
@@ -386,13 +386,7 @@ export function parsePth(bytes: Uint8Array, file = "<pth>", opts: PthOptions = {
  * ```
  */
 export async function loadPth(path: string, opts: PthOptions = {}): Promise<PthFile> {
-  let bytes: Uint8Array;
-  try {
-    bytes = await Deno.readFile(path);
-  } catch (e) {
-    throw new CheckpointError(`loadPth: cannot read '${path}': ${(e as Error).message}`);
-  }
-  return parsePth(bytes, path, opts);
+  return parsePth(await readCheckpointBytes(path), path, opts);
 }
 
 /**

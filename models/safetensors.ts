@@ -9,7 +9,7 @@ import type { Backend } from "../ops/backend.ts";
 import { defaultBackend } from "../ops/backends.ts";
 import { allocHost, type DType, type HostArray } from "../ops/dtype.ts";
 import { fmt, size } from "../ops/shape.ts";
-import { CheckpointError, expectFormat, sniffFormat } from "./format.ts";
+import { CheckpointError, expectFormat, readCheckpointBytes, sniffFormat, unreadable } from "./format.ts";
 
 /** One decoded entry: host data in one of our dtypes (F16/BF16 widen to float32, I64 narrows to int32). */
 export interface HostTensor {
@@ -114,12 +114,30 @@ interface HeaderEntry {
 }
 
 /**
+ * The JSON header's length from a file's first 8 bytes, checked against the file's size (`fileSize`, when
+ * `first` is only its start) and the format's limit before anything is allocated for it.
+ */
+function headerLength(first: Uint8Array, fileSize: number, file: string): number {
+  const fail = (what: string): never => {
+    throw new CheckpointError(`${file}: ${what}`);
+  };
+  if (fileSize < 8 || first.byteLength < 8) fail("not a safetensors file (shorter than 8 bytes)");
+  const len = new DataView(first.buffer, first.byteOffset, 8).getBigUint64(0, true);
+  if (len > BigInt(fileSize - 8)) {
+    fail(`corrupt safetensors header length ${len} (the file has ${fileSize - 8} bytes after it)`);
+  }
+  if (len > MAX_HEADER_BYTES) fail(`safetensors header length ${len} exceeds the format's limit ${MAX_HEADER_BYTES}`);
+  return Number(len);
+}
+
+/**
  * Parses and validates a safetensors header by the format's rules: a JSON object (after the 8-byte length, within
  * the file) whose entries each have a known `dtype`, a `shape` of non-negative integers and `data_offsets`
  * `[begin, end]` with `end - begin` = elements × dtype size; sorted by offset, the entries tile the data buffer
- * exactly (no overlap, no gap, nothing past its end). `__metadata__` maps strings to strings.
+ * exactly (no overlap, no gap, nothing past its end). `__metadata__` maps strings to strings. `bytes` may be the
+ * file's start (at least the length and the header) when `fileSize` gives the whole file's size.
  */
-function parseHeader(bytes: Uint8Array, file: string): {
+function parseHeader(bytes: Uint8Array, file: string, fileSize = bytes.byteLength): {
   entries: HeaderEntry[];
   metadata: Record<string, string>;
   base: number;
@@ -129,14 +147,7 @@ function parseHeader(bytes: Uint8Array, file: string): {
   };
   const format = sniffFormat(bytes);
   if (format === "pth" || format === "legacy-pth" || format === "pickle") expectFormat(bytes, "safetensors", file);
-  if (bytes.byteLength < 8) fail("not a safetensors file (shorter than 8 bytes)");
-  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-  const len = view.getBigUint64(0, true);
-  if (len > BigInt(bytes.byteLength - 8)) {
-    fail(`corrupt safetensors header length ${len} (the file has ${bytes.byteLength - 8} bytes after it)`);
-  }
-  if (len > MAX_HEADER_BYTES) fail(`safetensors header length ${len} exceeds the format's limit ${MAX_HEADER_BYTES}`);
-  const headerLen = Number(len);
+  const headerLen = headerLength(bytes, fileSize, file);
   if (bytes[8] !== 0x7b) fail("corrupt safetensors header (it does not start with '{')");
   let header: unknown; // an object: the text starts with '{' and parses
   try {
@@ -145,7 +156,7 @@ function parseHeader(bytes: Uint8Array, file: string): {
     fail(`corrupt safetensors header (${(e as Error).message})`);
   }
   const base = 8 + headerLen;
-  const dataLen = bytes.byteLength - base;
+  const dataLen = fileSize - base;
   const entries: HeaderEntry[] = [];
   let metadata: Record<string, string> = {};
   const isObject = (x: unknown): x is Record<string, unknown> =>
@@ -216,6 +227,56 @@ export function parseSafetensors(bytes: Uint8Array, file = "<bytes>"): Safetenso
   return { tensors, metadata, dtypes };
 }
 
+/** A safetensors file's header: each tensor's stored dtype and shape, and the metadata strings. */
+export interface SafetensorsHeader {
+  /** Stored dtype (`F32`, `I64`, ...) and shape of each tensor, in file order. */
+  tensors: Map<string, { dtype: string; shape: number[] }>;
+  /** The `__metadata__` strings. */
+  metadata: Record<string, string>;
+}
+
+/**
+ * Reads and validates only the header of a safetensors file (not its tensor data), by the same rules as
+ * `parseSafetensors`.
+ *
+ * @example
+ * ```ts
+ * import { readSafetensorsHeader, saveSafetensors, tensor } from "./mod.ts";
+ * await saveSafetensors({ w: tensor([1, 2]) }, "/tmp/h.safetensors", { step: "3" });
+ * const { tensors, metadata } = await readSafetensorsHeader("/tmp/h.safetensors"); // w: F32 [2]; { step: "3" }
+ * ```
+ */
+export async function readSafetensorsHeader(path: string): Promise<SafetensorsHeader> {
+  let file: Deno.FsFile;
+  try {
+    file = await Deno.open(path, { read: true });
+  } catch (e) {
+    throw unreadable(path, e);
+  }
+  try {
+    const size = (await file.stat()).size;
+    const readInto = async (buf: Uint8Array) => {
+      for (let at = 0; at < buf.byteLength;) {
+        const got = await file.read(buf.subarray(at));
+        if (got === null) throw new CheckpointError(`${path}: truncated while its header was read`);
+        at += got;
+      }
+    };
+    // 16 bytes tell the other formats apart (a legacy .pth's magic is 14 bytes), before the length is trusted.
+    const first = new Uint8Array(Math.min(size, 16));
+    await readInto(first);
+    const format = sniffFormat(first);
+    if (format === "pth" || format === "legacy-pth") expectFormat(first, "safetensors", path);
+    const head = new Uint8Array(8 + headerLength(first, size, path));
+    head.set(first.subarray(0, head.byteLength));
+    if (head.byteLength > first.byteLength) await readInto(head.subarray(first.byteLength));
+    const { entries, metadata } = parseHeader(head, path, size);
+    return { tensors: new Map(entries.map((e) => [e.name, { dtype: e.dtype, shape: e.shape }])), metadata };
+  } finally {
+    file.close();
+  }
+}
+
 const CODE: Record<DType, string> = { float32: "F32", float64: "F64", int32: "I32", uint32: "U32", bool: "BOOL" };
 
 /**
@@ -275,13 +336,14 @@ export async function saveSafetensors(
   path: string,
   metadata: Record<string, string> = {},
 ): Promise<void> {
+  await writeFileAtomic(path, encodeSafetensors(await hostEntries(tree), metadata));
+}
+
+/** The tensor leaves of a pytree read back to the host, by dotted path in tree order (what a file stores). */
+export async function hostEntries(tree: unknown): Promise<[string, HostTensor][]> {
   const leaves = paths<unknown>(tree).filter((e): e is [string, Tensor] => e[1] instanceof Tensor);
   const datas = await Promise.all(leaves.map(([, t]) => t.data()));
-  const entries = leaves.map((
-    [name, t],
-    i,
-  ): [string, HostTensor] => [name, { dtype: t.dtype, shape: [...t.shape], data: datas[i] }]);
-  await writeFileAtomic(path, encodeSafetensors(entries, metadata));
+  return leaves.map(([name, t], i) => [name, { dtype: t.dtype, shape: [...t.shape], data: datas[i] }]);
 }
 
 /**
@@ -349,13 +411,7 @@ export async function loadSafetensors(
   path: string,
   opts: { backend?: Backend } = {},
 ): Promise<{ tree: Record<string, unknown>; flat: Map<string, Tensor>; metadata: Record<string, string> }> {
-  let bytes: Uint8Array;
-  try {
-    bytes = await Deno.readFile(path);
-  } catch (e) {
-    throw new CheckpointError(`loadSafetensors: cannot read '${path}': ${(e as Error).message}`);
-  }
-  const file = parseSafetensors(bytes, path);
+  const file = parseSafetensors(await readCheckpointBytes(path), path);
   const backend = opts.backend ?? defaultBackend();
   const flat = new Map<string, Tensor>();
   for (const [name, t] of file.tensors) {

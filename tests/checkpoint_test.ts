@@ -9,10 +9,10 @@ import {
   fromTyped,
   type HostTensor,
   initSwin,
-  loadIntoModel,
   loadSafetensors,
+  loadWeightsIntoModel,
   random,
-  readCheckpoint,
+  readModelWeights,
   relativePositionIndex,
   saveTeacherBackbone,
   specFromShapes,
@@ -47,7 +47,7 @@ Deno.test("checkpoint: a round trip through names loads every value (with the bu
   const dict = await named(Object.fromEntries(exported), "backbone.");
   dict.set("head.mlp.0.weight", { dtype: "float32", shape: [1], data: new Float32Array(1) });
   const spec = swinSpec({ ...CONFIG, maskedEmbed: false });
-  const loaded = await loadIntoModel(spec, dict, { prefix: "backbone." });
+  const loaded = await loadWeightsIntoModel(spec, dict, { prefix: "backbone." });
   const a = await named(loaded);
   const { masked_embed: _, ...withoutMask } = params;
   const b = await named(withoutMask);
@@ -59,7 +59,7 @@ Deno.test("checkpoint: a round trip through names loads every value (with the bu
   const { flat, metadata } = await loadSafetensors(path);
   assert.deepEqual([...flat.keys()].sort(), keys.slice().sort());
   assert.match(metadata.format, /checkpoint_teacher/);
-  const file = await readCheckpoint(path);
+  const file = await readModelWeights(path);
   assert.equal(file.format, "safetensors");
   assert.equal(file.sourceDtypes.get(keys[i + 1]), "I32");
   await Deno.remove(path);
@@ -84,7 +84,7 @@ Deno.test("checkpoint: missing, unexpected and mis-shaped keys are named in one 
     data: bad,
   });
   await assert.rejects(
-    () => loadIntoModel(swinSpec(CONFIG), dict, { prefix: "module.backbone." }),
+    () => loadWeightsIntoModel(swinSpec(CONFIG), dict, { prefix: "module.backbone." }),
     (e: Error) => {
       assert.match(e.message, /missing \(2\):/);
       assert.match(e.message, /module\.backbone\.layers\.1\.blocks\.0\.norm1\.weight \[16\]/);
@@ -105,14 +105,14 @@ Deno.test("checkpoint: missing, unexpected and mis-shaped keys are named in one 
     shape: [16, 16],
     data: relativePositionIndex(4),
   });
-  const loaded = await loadIntoModel(params, dict, { prefix: "module.backbone.", strict: false });
+  const loaded = await loadWeightsIntoModel(params, dict, { prefix: "module.backbone.", strict: false });
   assert.equal(loaded.layers[1].blocks[0].norm1.weight, params.layers[1].blocks[0].norm1.weight);
-  await assert.rejects(() => loadIntoModel(swinSpec(CONFIG), new Map()), /missing \(\d+\)/);
+  await assert.rejects(() => loadWeightsIntoModel(swinSpec(CONFIG), new Map()), /missing \(\d+\)/);
 });
 
 Deno.test("checkpoint: specFromShapes and dtype conversion (float64 and int64-as-int32 sources)", async () => {
   const spec = specFromShapes([["a.weight", [2]], ["b.0.bias", [1]]]);
-  const loaded = await loadIntoModel(
+  const loaded = await loadWeightsIntoModel(
     spec,
     new Map<string, HostTensor>([
       ["a.weight", { dtype: "float64", shape: [2], data: new Float64Array([0.5, 2]) }],
@@ -125,13 +125,13 @@ Deno.test("checkpoint: specFromShapes and dtype conversion (float64 and int64-as
 });
 
 Deno.test("checkpoint: a PyTorch tiny Swin (official names, int64 buffers) loads and matches its forward", async () => {
-  const ckpt = await readCheckpoint(new URL("./fixtures/pth/swin_tiny.pth", import.meta.url).pathname);
+  const ckpt = await readModelWeights(new URL("./fixtures/pth/swin_tiny.pth", import.meta.url).pathname);
   const sd = stateDict(ckpt.tensors, "student"); // backbone.* with module. stripped
   assert.equal(
     ckpt.sourceDtypes.get("student.module.backbone.layers.0.blocks.0.attn.relative_position_index"),
     "int64",
   );
-  const params = await loadIntoModel(swinSpec(CONFIG), sd, { prefix: "backbone." });
+  const params = await loadWeightsIntoModel(swinSpec(CONFIG), sd, { prefix: "backbone." });
   const get = (k: string) => {
     const t = ckpt.tensors.get(`forward.${k}`)!;
     return fromTyped(t.data, t.shape, t.dtype, cpu);

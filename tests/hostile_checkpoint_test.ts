@@ -229,7 +229,7 @@ for (const [module, name] of [["posix", "system"], ["builtins", "eval"], ["os", 
 
 const LEGACY = new Uint8Array([0x80, 2, 0x8a, 0x0a, 0x6c, 0xfc, 0x9c, 0x46, 0xf9, 0x20, 0x6a, 0xa8, 0x50, 0x19, 0x2e]);
 
-Deno.test("formats: a legacy .pth gets the same message from parsePth and parseCheckpoint", async () => {
+Deno.test("formats: a legacy .pth gets the same message from parsePth and parseModelWeights", async () => {
   for (const reader of ["pth", "checkpoint"] as const) {
     await refuses(
       reader,

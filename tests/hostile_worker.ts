@@ -2,7 +2,7 @@
  * Runs one checkpoint reader on bytes posted by tests/hostile_checkpoint_test.ts and posts back what happened and
  * its time (the test samples the process's RSS meanwhile, and terminates a worker that does not answer in time).
  */
-import { parseCheckpoint } from "../models/checkpoint.ts";
+import { parseModelWeights } from "../models/checkpoint.ts";
 import { parsePth } from "../models/pth.ts";
 import { parseSafetensors } from "../models/safetensors.ts";
 
@@ -36,7 +36,7 @@ self.onmessage = (e: MessageEvent<HostileJob>) => {
       ? parsePth(bytes, file, { skipUnknownGlobals })
       : reader === "safetensors"
       ? parseSafetensors(bytes, file)
-      : parseCheckpoint(bytes, file, { skipUnknownGlobals });
+      : parseModelWeights(bytes, file, { skipUnknownGlobals });
     const skipped = "skipped" in f ? [...f.skipped] : [];
     result = { ok: true, tensors: [...f.tensors.keys()], skipped, distinct: new Set(f.tensors.values()).size };
   } catch (err) {

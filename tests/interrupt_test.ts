@@ -9,7 +9,7 @@
 import assert from "node:assert/strict";
 import { pretrain } from "../train/pretrain.ts";
 import { ScheduleMismatchError } from "../train/run_state.ts";
-import { readCheckpointMeta } from "../train/checkpoint.ts";
+import { readTrainingStateMeta } from "../train/checkpoint.ts";
 import { embeddedDataset } from "../train/data/embedded.ts";
 import { parseSafetensors } from "../models/safetensors.ts";
 import type { PretrainConfig } from "../train/presets.ts";
@@ -81,7 +81,7 @@ Deno.test("pretrain CLI: SIGINT checkpoints the step and exits 130; the resumed 
     `^interrupted by SIGINT after step (\\d)/5; checkpoint ${ckpt} holds step (\\d) \\(continue with --resume --out ${dir}\\)$`,
   ).exec(lines[1]);
   assert.ok(m && m[1] === m[2], lines[1]);
-  const meta = await readCheckpointMeta(ckpt);
+  const meta = await readTrainingStateMeta(ckpt);
   assert.equal(meta.iteration, Number(m[1]));
   assert.ok(meta.iteration >= 1 && meta.iteration < 5);
 
@@ -161,7 +161,7 @@ Deno.test("pretrain: a resume removes stale temporary files, cuts metrics back t
   // An explicit override continues with the new schedule.
   const r = await pretrain(longer, ds, { ...common, steps: 4, resume: true, overrideSchedule: true });
   assert.equal(r.steps, 4);
-  assert.equal(((await readCheckpointMeta(`${dir}/checkpoint.safetensors`)).config as PretrainConfig).epochs, 2);
+  assert.equal(((await readTrainingStateMeta(`${dir}/checkpoint.safetensors`)).config as PretrainConfig).epochs, 2);
   await Deno.remove(dir, { recursive: true });
 });
 

@@ -5,7 +5,7 @@ import { UsageError } from "../examples/lib/cli.ts";
 import { vitHeads } from "../examples/lib/model.ts";
 import { initState, knnFeatures, pretrain } from "../train/pretrain.ts";
 import { resolveBackbone } from "../train/backbone.ts";
-import { loadCheckpoint } from "../train/checkpoint.ts";
+import { loadTrainingState } from "../train/checkpoint.ts";
 import { knnAccuracy } from "../train/knn.ts";
 import { embeddedDataset } from "../train/data/embedded.ts";
 import { saveTeacherBackbone } from "../models/checkpoint.ts";
@@ -44,7 +44,7 @@ Deno.test("knn CLI: a training checkpoint's printed k-NN equals knnAccuracy on t
 
   // The library on the same features: the checkpoint's teacher, and the random baseline of pretrain().
   const spec = resolveBackbone(cfg, ds);
-  const { state } = await loadCheckpoint(ckpt, initState(cfg, spec, random.key(0, backend)), backend);
+  const { state } = await loadTrainingState(ckpt, initState(cfg, spec, random.key(0, backend)), backend);
   const rand = initState(cfg, spec, random.key(4, backend));
   for (const [name, params] of [["model", state.teacher.backbone], ["random", rand.teacher.backbone]] as const) {
     const train = await knnFeatures(params, spec, ds, "train", cfg, backend, 120);

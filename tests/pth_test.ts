@@ -5,7 +5,7 @@
  * 2 and 4.
  */
 import assert from "node:assert/strict";
-import { CheckpointError, loadPth, parsePth, readCheckpoint, stateDict, unpickle } from "../mod.ts";
+import { CheckpointError, loadPth, parsePth, readModelWeights, stateDict, unpickle } from "../mod.ts";
 import { ZipArchive } from "../models/zip.ts";
 import { zip } from "./pth_util.ts";
 
@@ -43,7 +43,7 @@ for (const file of ["checkpoint.pth", "checkpoint_proto4.pth"]) {
 }
 
 Deno.test("pth: stateDict selects student/teacher and strips module.", async () => {
-  const ckpt = await readCheckpoint(new URL("checkpoint.pth", DIR).pathname);
+  const ckpt = await readModelWeights(new URL("checkpoint.pth", DIR).pathname);
   assert.equal(ckpt.format, "pth");
   const student = stateDict(ckpt.tensors, "student");
   assert.deepEqual([...student.keys()].slice(0, 2), ["backbone.cls_token", "backbone.half"]);

@@ -5,6 +5,7 @@ import {
   encodeSafetensors,
   loadSafetensors,
   parseSafetensors,
+  readSafetensorsHeader,
   saveSafetensors,
   sniffFormat,
   tensor,
@@ -82,4 +83,53 @@ Deno.test("safetensors: a header of 640 bytes (the file starts 0x80 0x02, like a
   assert.deepEqual([...bytes.subarray(0, 2)], [0x80, 2]);
   assert.equal(sniffFormat(bytes), "safetensors");
   assert.deepEqual([...parseSafetensors(bytes, "w.safetensors").tensors.get("w")!.data], [2.5]);
+});
+
+Deno.test("safetensors: readSafetensorsHeader reads the header alone, by parseSafetensors's rules", async () => {
+  const dir = await Deno.makeTempDir();
+  const src = Deno.readFileSync(new URL("rgb/inputs.safetensors", FIX));
+  const whole = parseSafetensors(src, "inputs.safetensors");
+  const path = `${dir}/inputs.safetensors`;
+  await Deno.writeFile(path, src);
+  const head = await readSafetensorsHeader(path);
+  assert.deepEqual(head.metadata, whole.metadata);
+  assert.deepEqual([...head.tensors.keys()], [...whole.tensors.keys()]);
+  for (const [name, t] of head.tensors) {
+    assert.deepEqual([t.dtype, t.shape], [whole.dtypes.get(name), whole.tensors.get(name)!.shape]);
+  }
+  // A file cut short in its data is refused from the header alone; so is one that is not safetensors.
+  await Deno.writeFile(path, src.subarray(0, src.length - 1));
+  await assert.rejects(readSafetensorsHeader(path), /past the \d+ data bytes of the file/);
+  await Deno.writeFile(path, new Uint8Array([0x50, 0x4b, 3, 4, 0, 0, 0, 0, 0, 0]));
+  await assert.rejects(readSafetensorsHeader(path), /expected a safetensors file, but this is a PyTorch \.pth/);
+  // A 640-byte header starts 0x80 0x02 like a pickle: still read as safetensors from the file's start.
+  const padded = encodeSafetensors([["w", { dtype: "float32", shape: [1], data: new Float32Array([2.5]) }]], {
+    pad: "x".repeat(560),
+  });
+  await Deno.writeFile(path, padded);
+  assert.equal((await readSafetensorsHeader(path)).metadata.pad.length, 560);
+  // Corrupt headers get parseSafetensors's message.
+  let seed = 5;
+  const rand = (n: number) => Math.floor((seed = (seed * 1103515245 + 12345) & 0x7fffffff) / 0x80000000 * n);
+  const headerLen = Number(new DataView(src.buffer).getBigUint64(0, true));
+  let refused = 0;
+  for (let it = 0; it < 100; it++) {
+    const b = src.slice();
+    b[8 + rand(headerLen)] = '{}[]",:-0123456789.e '.charCodeAt(rand(21));
+    if (it % 10 === 0) b[rand(8)] = rand(256);
+    await Deno.writeFile(path, b);
+    const parsed = (() => {
+      try {
+        parseSafetensors(b, path);
+        return "read";
+      } catch (e) {
+        return (e as Error).message;
+      }
+    })();
+    const header = await readSafetensorsHeader(path).then(() => "read", (e: Error) => e.message);
+    if (header !== "read") assert.equal(header, parsed, `mutant ${it}`);
+    if (header !== "read") refused++;
+  }
+  assert.ok(refused > 10, `${refused} of 100 mutants refused`);
+  await Deno.remove(dir, { recursive: true });
 });

@@ -1,22 +1,32 @@
 /**
- * Training checkpoints: the whole state (student, teacher, optimizer, centers, PRNG key) as one safetensors
- * file with JSON metadata (iteration, epoch, config, anything the loop needs to resume), written atomically
- * (temporary file, then rename). Loading checks every name and shape against a template state and reports all
- * mismatches in one error that names the file.
+ * Training-state checkpoints: the whole state (student, teacher, optimizer, centers, PRNG key) as one
+ * safetensors file with JSON metadata (iteration, epoch, config, anything the loop needs to resume), written
+ * atomically (temporary file, then rename) by `saveTrainingState`. `loadTrainingState` checks every name and
+ * shape against a template state and reports all mismatches in one error that names the file. Model weights
+ * alone (`.pth` or safetensors, into a model tree) are `models/checkpoint.ts`'s `readModelWeights` and
+ * `loadWeightsIntoModel`.
+ *
+ * @module
  */
-import { Tensor } from "../ops/tensor.ts";
+import type { Tensor } from "../ops/tensor.ts";
 import { flatten, paths, unflatten } from "../autograd/tree.ts";
 import type { Backend } from "../ops/backend.ts";
 import { fromTyped } from "../ops/create.ts";
 import { fmt } from "../ops/shape.ts";
-import { encodeSafetensors, type HostTensor, parseSafetensors, writeFileAtomic } from "../models/safetensors.ts";
-import { CheckpointError } from "../models/format.ts";
+import {
+  encodeSafetensors,
+  hostEntries,
+  parseSafetensors,
+  readSafetensorsHeader,
+  writeFileAtomic,
+} from "../models/safetensors.ts";
+import { CheckpointError, readCheckpointBytes } from "../models/format.ts";
 
 // One error class for every checkpoint problem, whether the file's format or its fit to this training run.
 export { CheckpointError };
 
-/** Metadata stored with a checkpoint. `iteration` is the number of completed steps. */
-export interface CheckpointMeta {
+/** Metadata stored with a training state. `iteration` is the number of completed steps. */
+export interface TrainingStateMeta {
   /** Completed training steps when the checkpoint was written. */
   iteration: number;
   /** Any further JSON-serialisable fields (epoch, preset, seed, config, ...). */
@@ -28,58 +38,45 @@ export interface CheckpointMeta {
  *
  * @example
  * ```ts ignore
- * await saveCheckpoint("out/checkpoint.safetensors", state, { iteration: 100, epoch: 2 });
+ * await saveTrainingState("out/checkpoint.safetensors", state, { iteration: 100, epoch: 2 });
  * ```
  */
-export async function saveCheckpoint(path: string, state: unknown, meta: CheckpointMeta): Promise<void> {
-  const leaves = paths<unknown>(state).filter((e): e is [string, Tensor] => e[1] instanceof Tensor);
-  const datas = await Promise.all(leaves.map(([, t]) => t.data()));
+export async function saveTrainingState(path: string, state: unknown, meta: TrainingStateMeta): Promise<void> {
+  const entries = await hostEntries(state);
   // Never replace a good checkpoint with a broken state.
-  leaves.forEach(([name, t], i) => {
-    if (t.dtype !== "float32" && t.dtype !== "float64") return;
-    const d = datas[i];
-    for (let j = 0; j < d.length; j++) {
-      if (!Number.isFinite(d[j])) {
-        throw new NonFiniteStateError(
-          `'${name}' is not finite at iteration ${meta.iteration}; '${path}' was left as it was`,
-        );
-      }
+  for (const [name, { dtype, data }] of entries) {
+    if (dtype !== "float32" && dtype !== "float64") continue;
+    if (data.some((v) => !Number.isFinite(v))) {
+      throw new NonFiniteStateError(
+        `'${name}' is not finite at iteration ${meta.iteration}; '${path}' was left as it was`,
+      );
     }
-  });
-  const entries = leaves.map((
-    [name, t],
-    i,
-  ): [string, HostTensor] => [name, { dtype: t.dtype, shape: [...t.shape], data: datas[i] }]);
+  }
   await writeFileAtomic(path, encodeSafetensors(entries, { format: "ibot-ts-checkpoint", meta: JSON.stringify(meta) }));
 }
 
-/** Thrown by `saveCheckpoint` when the state holds a NaN or infinity. */
+/** Thrown by `saveTrainingState` when the state holds a NaN or infinity. */
 export class NonFiniteStateError extends Error {
   /** The error's name. */
   override name = "NonFiniteStateError";
 }
 
 /**
- * Loads a checkpoint into a state shaped like `template` (its structure, names, shapes and dtypes), on
+ * Loads a training state into a state shaped like `template` (its structure, names, shapes and dtypes), on
  * `backend`. Throws one error naming the file and every missing, unexpected or mis-shaped entry.
  *
  * @example
  * ```ts ignore
- * const { state, meta } = await loadCheckpoint("out/checkpoint.safetensors", template, backend);
+ * const { state, meta } = await loadTrainingState("out/checkpoint.safetensors", template, backend);
  * console.log(meta.iteration);
  * ```
  */
-export async function loadCheckpoint<T>(
+export async function loadTrainingState<T>(
   path: string,
   template: T,
   backend: Backend,
-): Promise<{ state: T; meta: CheckpointMeta }> {
-  let bytes: Uint8Array;
-  try {
-    bytes = await Deno.readFile(path);
-  } catch (e) {
-    throw new CheckpointError(`checkpoint '${path}' cannot be read: ${(e as Error).message}`);
-  }
+): Promise<{ state: T; meta: TrainingStateMeta }> {
+  const bytes = await readCheckpointBytes(path);
   let file: ReturnType<typeof parseSafetensors>;
   try {
     file = parseSafetensors(bytes, path);
@@ -126,11 +123,11 @@ export async function loadCheckpoint<T>(
 }
 
 /** The training metadata of a checkpoint's `__metadata__`, or an error naming the file. */
-function trainingMeta(metadata: Record<string, string>, path: string): CheckpointMeta {
+function trainingMeta(metadata: Record<string, string>, path: string): TrainingStateMeta {
   if (metadata.format !== "ibot-ts-checkpoint" || !metadata.meta) {
     throw new CheckpointError(`checkpoint '${path}' is not an ibot-ts training checkpoint (no training metadata)`);
   }
-  let meta: CheckpointMeta;
+  let meta: TrainingStateMeta;
   try {
     meta = JSON.parse(metadata.meta);
   } catch (e) {
@@ -145,51 +142,27 @@ function trainingMeta(metadata: Record<string, string>, path: string): Checkpoin
   return meta;
 }
 
-/** Headers past this size are not read (a corrupt length field must not allocate gigabytes). */
-const MAX_HEADER_BYTES = 100_000_000;
-
 /**
- * Reads only the metadata of a training checkpoint (its JSON header, not the tensors): what a resumed run
+ * Reads only the metadata of a training state (its safetensors header, not the tensors): what a resumed run
  * takes its configuration from before it builds anything.
  *
  * @example
  * ```ts ignore
- * const meta = await readCheckpointMeta("out/checkpoint.safetensors");
+ * const meta = await readTrainingStateMeta("out/checkpoint.safetensors");
  * console.log(meta.iteration, meta.config);
  * ```
  */
-export async function readCheckpointMeta(path: string): Promise<CheckpointMeta> {
-  let file: Deno.FsFile;
-  try {
-    file = await Deno.open(path, { read: true });
-  } catch (e) {
-    throw new CheckpointError(`checkpoint '${path}' cannot be read: ${(e as Error).message}`);
-  }
-  try {
-    const readExactly = async (n: number): Promise<Uint8Array> => {
-      const buf = new Uint8Array(n);
-      for (let at = 0; at < n;) {
-        const got = await file.read(buf.subarray(at));
-        if (got === null) throw new CheckpointError(`checkpoint '${path}' is truncated (its header is cut short)`);
-        at += got;
-      }
-      return buf;
-    };
-    const size = (await file.stat()).size;
-    const headerBytes = Number(new DataView((await readExactly(8)).buffer).getBigUint64(0, true));
-    if (size < 8 || headerBytes > Math.min(size - 8, MAX_HEADER_BYTES)) {
-      throw new CheckpointError(
-        `checkpoint '${path}' has a corrupt header length ${headerBytes} (file of ${size} bytes)`,
-      );
-    }
-    let header: { __metadata__?: Record<string, string> };
-    try {
-      header = JSON.parse(new TextDecoder().decode(await readExactly(headerBytes)));
-    } catch (e) {
-      throw new CheckpointError(`checkpoint '${path}' has a corrupt header: ${(e as Error).message}`);
-    }
-    return trainingMeta(header?.__metadata__ ?? {}, path);
-  } finally {
-    file.close();
-  }
+export async function readTrainingStateMeta(path: string): Promise<TrainingStateMeta> {
+  return trainingMeta((await readSafetensorsHeader(path)).metadata, path);
 }
+
+// The old names, kept one release: they did not say whether a "checkpoint" held a training state or model weights.
+
+/** @deprecated Renamed `TrainingStateMeta`; this alias goes in the next release. */
+export type CheckpointMeta = TrainingStateMeta;
+/** @deprecated Renamed `saveTrainingState`; this alias goes in the next release. */
+export const saveCheckpoint: typeof saveTrainingState = saveTrainingState;
+/** @deprecated Renamed `loadTrainingState`; this alias goes in the next release. */
+export const loadCheckpoint: typeof loadTrainingState = loadTrainingState;
+/** @deprecated Renamed `readTrainingStateMeta`; this alias goes in the next release. */
+export const readCheckpointMeta: typeof readTrainingStateMeta = readTrainingStateMeta;

@@ -14,7 +14,7 @@ import type { HeadParams } from "../models/head.ts";
 import type { BackboneParams } from "./backbone.ts";
 import type { IbotState } from "./step.ts";
 import type { RunSpec } from "./run_spec.ts";
-import { saveCheckpoint } from "./checkpoint.ts";
+import { saveTrainingState } from "./checkpoint.ts";
 import { removeStaleTemps, truncateMetrics } from "./run_state.ts";
 import { evaluateKnn } from "./evaluate.ts";
 import { initState } from "./pretrain_model.ts";
@@ -128,7 +128,7 @@ export class RunOutput {
       trainImages: run.data.trainImages,
       config: run.config,
     };
-    await saveCheckpoint(this.checkpointPath, state, meta);
+    await saveTrainingState(this.checkpointPath, state, meta);
     this.saved = iteration;
   }
 

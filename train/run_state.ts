@@ -8,7 +8,7 @@ import type { Backend } from "../ops/backend.ts";
 import { fromTyped } from "../ops/create.ts";
 import * as api from "../ops/api.ts";
 import { isAtomicTemp, writeFileAtomic } from "../models/safetensors.ts";
-import type { CheckpointMeta } from "./checkpoint.ts";
+import type { TrainingStateMeta } from "./checkpoint.ts";
 import type { PretrainConfig } from "./presets.ts";
 
 /**
@@ -115,7 +115,7 @@ function differences(a: unknown, b: unknown, path: string, out: ConfigDifference
  */
 export function checkResumable(
   path: string,
-  meta: CheckpointMeta,
+  meta: TrainingStateMeta,
   run: { cfg: PretrainConfig; seed: number; dataset: string; trainImages: number },
   overrideSchedule = false,
 ): void {

@@ -27,7 +27,7 @@ import {
 } from "../../models/vit.ts";
 import { PRESETS, type PretrainConfig } from "../../train/presets.ts";
 import { backboneConfig, initState } from "../../train/pretrain.ts";
-import { loadCheckpoint } from "../../train/checkpoint.ts";
+import { loadTrainingState } from "../../train/checkpoint.ts";
 
 export { need, UsageError } from "./cli.ts";
 import { readBytes, UsageError } from "./cli.ts";
@@ -179,7 +179,7 @@ async function fromCheckpoint(path: string, backend: Backend, student: boolean):
   const grid = Math.round(Math.sqrt(pos.shape[1] - 1));
   const config = backboneConfig(cfg, { channels: patch.shape[1], size: grid * patch.shape[2] });
   const template = initState(cfg, config, random.key(0, backend));
-  const loaded = await loadCheckpoint(path, template, backend);
+  const loaded = await loadTrainingState(path, template, backend);
   disposeTree(template);
   const { state } = loaded;
   const keep = student ? state.student.backbone : state.teacher.backbone;

@@ -6,7 +6,7 @@
  * @module
  */
 import { need, UsageError } from "./cli.ts";
-import { readCheckpointMeta } from "../../train/checkpoint.ts";
+import { readTrainingStateMeta } from "../../train/checkpoint.ts";
 import { Interrupted, ScheduleMismatchError, show } from "../../train/run_state.ts";
 import type { PretrainConfig } from "../../train/presets.ts";
 import { FLAG_OF_FIELD } from "../../train/run_spec.ts";
@@ -75,7 +75,7 @@ export async function resumeBase(out: string | undefined): Promise<ResumeBase> {
   const path = `${out}/checkpoint.safetensors`;
   let meta;
   try {
-    meta = await readCheckpointMeta(path);
+    meta = await readTrainingStateMeta(path);
   } catch (e) {
     throw new UsageError(`--resume: ${(e as Error).message}`);
   }

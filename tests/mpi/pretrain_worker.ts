@@ -8,7 +8,7 @@
 import { init } from "../../distributed/mod.ts";
 import { initBackend } from "../../mod.ts";
 import { pretrain } from "../../train/pretrain.ts";
-import { saveCheckpoint } from "../../train/checkpoint.ts";
+import { saveTrainingState } from "../../train/checkpoint.ts";
 import { DataError } from "../../errors.ts";
 import { inJob } from "../../examples/lib/job.ts";
 import { distributedConfig, distributedData } from "./config.ts";
@@ -39,7 +39,7 @@ const result = await inJob(
       },
     }),
 );
-await saveCheckpoint(`${out}/rank-${comm.rank}.safetensors`, result.state, {
+await saveTrainingState(`${out}/rank-${comm.rank}.safetensors`, result.state, {
   iteration: result.steps,
   preset: "distributed-test",
   batchSize: distributedConfig().batchSize,

@@ -16,7 +16,7 @@
  * @module
  */
 import type { Dataset, Split } from "./dataset.ts";
-import { foldIn, type Key, seedKey, Stream } from "./rng.ts";
+import { foldIn, HostRng, type Key, seedKey } from "../host_random.ts";
 
 /** The ten shape classes (index = label). */
 export const EMBEDDED_CLASSES = [
@@ -136,22 +136,22 @@ function pixelNoise(seed: number): () => number {
 }
 
 /** Renders one `size × size` RGB image of class `cls` into `out` (planar [3, size, size]). */
-function render(out: Float32Array, cls: number, size: number, rng: Stream): void {
+function render(out: Float32Array, cls: number, size: number, rng: HostRng): void {
   const n = size * size;
   const bits = pixelNoise(rng.bits());
   // Navy ink on cream paper, each channel jittered by ±0.03.
-  const bg = [0.93, 0.9, 0.8].map((v) => v + rng.range(-0.03, 0.03));
-  const fg = [0.12, 0.14, 0.3].map((v) => v + rng.range(-0.03, 0.03));
-  const shade = rng.range(-0.15, 0.15); // a soft light gradient across each motif
+  const bg = [0.93, 0.9, 0.8].map((v) => v + rng.uniformIn(-0.03, 0.03));
+  const fg = [0.12, 0.14, 0.3].map((v) => v + rng.uniformIn(-0.03, 0.03));
+  const shade = rng.uniformIn(-0.15, 0.15); // a soft light gradient across each motif
   // The lattice: period p (2–3 motifs across the image), rotation, phase; motif size r = 0.36 p, so every
   // motif (within 1.25 r of its centre) stays inside its cell.
-  const p = rng.range(10, 14) * (size / 32);
+  const p = rng.uniformIn(10, 14) * (size / 32);
   const r = 0.36 * p;
-  const rot = rng.range(0, 2 * Math.PI);
+  const rot = rng.uniformIn(0, 2 * Math.PI);
   const [rc, rs] = [Math.cos(rot), Math.sin(rot)];
-  const ox = rng.range(0, p);
-  const oy = rng.range(0, p);
-  const noise = rng.range(0, 0.06) / 1024;
+  const ox = rng.uniformIn(0, p);
+  const oy = rng.uniformIn(0, p);
+  const noise = rng.uniformIn(0, 0.06) / 1024;
   for (let py = 0, i = 0; py < size; py++) {
     for (let px = 0; px < size; px++, i++) {
       const dx = px + 0.5 - ox;
@@ -181,7 +181,7 @@ function makeSplit(key: Key, perClass: number, classes: number, size: number): S
   for (let i = 0; i < n; i++) {
     // Class-interleaved order: every prefix is (nearly) balanced.
     labels[i] = i % classes;
-    render(images.subarray(i * per, (i + 1) * per), labels[i], size, new Stream(foldIn(key, i)));
+    render(images.subarray(i * per, (i + 1) * per), labels[i], size, new HostRng(foldIn(key, i)));
   }
   return { images, labels, n };
 }

@@ -35,4 +35,15 @@ export {
   type Position,
   stepsPerEpoch,
 } from "./loader.ts";
-export { foldIn as hostFoldIn, type Key as HostKey, permutation as hostPermutation, seedKey, Stream } from "./rng.ts";
+export {
+  foldIn as hostFoldIn,
+  HostRng,
+  type Key as HostKey,
+  permutation as hostPermutation,
+  seedKey,
+} from "../host_random.ts";
+import { HostRng } from "../host_random.ts";
+/** @deprecated The host stream is `HostRng` (its `range(a, b)` is `uniformIn(a, b)`); this alias goes next release. */
+export const Stream: typeof HostRng = HostRng;
+/** @deprecated Use `HostRng`. */
+export type Stream = HostRng;

@@ -134,3 +134,12 @@ Deno.test("configureRun: the flags' changes to a preset, on a copy", () => {
     ["--epochs", "--pred-start-epoch", "--arch", "--arch", "--batch-size", undefined],
   );
 });
+
+Deno.test("presets: the embedded-small augmentation recipe is one object, geometric views only", async () => {
+  const { AUGMENT_PRESETS } = await import("../train/augment.ts");
+  const aug = PRESETS["embedded-small"].augment;
+  assert.equal(aug, AUGMENT_PRESETS["embedded-small"]);
+  assert.deepEqual([aug.globalCrops.scale, aug.localCrops.number, aug.localCrops.scale], [[0.5, 1], 4, [0.2, 0.5]]);
+  const off = [aug.jitter.p, aug.grayscaleP, aug.blur.pGlobal1, aug.blur.pGlobalOther, aug.blur.pLocal];
+  assert.deepEqual([...off, aug.solarize.pGlobal1, aug.solarize.pGlobalOther, aug.solarize.pLocal], Array(8).fill(0));
+});

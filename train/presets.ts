@@ -69,12 +69,8 @@ export const PRESETS: Readonly<Record<string, PretrainConfig>> = {
     data: "embedded",
     backbone: { imgSize: 32, patchSize: 8, inChans: 3, embedDim: 64, depth: 4, numHeads: 2, mlpRatio: 2 },
     head: { hiddenDim: 128, bottleneckDim: 64, outDim: 256, normLastLayer: true },
-    // Crops large enough to keep several motifs in view; geometric views only (see AUGMENT_PRESETS).
-    augment: {
-      ...AUGMENT_PRESETS["embedded-small"],
-      globalCrops: { number: 2, size: 32, scale: [0.5, 1] },
-      localCrops: { number: 4, size: 16, scale: [0.2, 0.5] },
-    },
+    // The whole augmentation recipe (crops, geometric views only) is AUGMENT_PRESETS["embedded-small"].
+    augment: AUGMENT_PRESETS["embedded-small"],
     masking: { shape: "block", predRatio: [0, 0.3], predRatioVar: [0, 0.2] },
     batchSize: 64,
     epochs: 3,

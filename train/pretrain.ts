@@ -75,7 +75,7 @@ export interface PretrainOptions {
   backend: Backend;
   /** Seed of every random choice (initialisation, batch order, masks, augmentation, drop path). */
   seed: number;
-  /** Stop after this many steps (default: the preset's epochs). */
+  /** Stop after this many steps (default: the preset's epochs; a resolved run fixes them itself). */
   steps?: number;
   /** Output folder for checkpoints and `metrics.jsonl` (none: nothing is written). */
   out?: string;

@@ -11,10 +11,10 @@
  * @module
  */
 import type { Tensor } from "../ops/tensor.ts";
-import { fromHost } from "../ops/engine.ts";
 import * as api from "../ops/api.ts";
 import * as random from "../ops/random.ts";
-import { allocHost, type DType } from "../ops/dtype.ts";
+import type { DType } from "../ops/dtype.ts";
+import { tensor } from "../ops/create.ts";
 import * as nn from "../ops/nn.ts";
 import { fmt } from "../ops/shape.ts";
 import { remat } from "../autograd/remat.ts";
@@ -26,10 +26,9 @@ export * from "./swin_config.ts";
 export * from "./swin_params.ts";
 export * from "./swin_window.ts";
 
+/** A host constant on `like`'s backend. */
 function constant(like: Tensor, data: ArrayLike<number>, shape: number[], dtype: DType = like.dtype): Tensor {
-  const host = allocHost(dtype, data.length);
-  host.set(data);
-  return fromHost(like.backend, host, shape, dtype);
+  return tensor(data, { shape, dtype, backend: like.backend });
 }
 
 // ---------------------------------------------------------------------------------------------------------

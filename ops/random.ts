@@ -7,6 +7,7 @@ import { bind } from "./engine.ts";
 import type { Backend } from "./backend.ts";
 import { defaultBackend } from "./backends.ts";
 import { tensor } from "./create.ts";
+import { seedWords } from "./host_random.ts";
 import type { DType } from "./dtype.ts";
 import * as api from "./api.ts";
 import { checkShape, fmt } from "./shape.ts";
@@ -40,8 +41,7 @@ export function randomBits(key: Tensor, shape: readonly number[]): Tensor {
  */
 export function key(seed: number, backend?: Backend): Tensor {
   if (!Number.isInteger(seed)) throw new TypeError(`random.key: seed must be an integer, got ${seed}`);
-  const hi = Math.floor(seed / 2 ** 32) >>> 0;
-  return tensor([hi, seed >>> 0], { dtype: "uint32", backend: backend ?? defaultBackend() });
+  return tensor(seedWords(seed), { dtype: "uint32", backend: backend ?? defaultBackend() });
 }
 
 /**

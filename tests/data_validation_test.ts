@@ -9,7 +9,7 @@ import { encode as encodeJpeg } from "npm:@jsquash/jpeg@1.6.0";
 import { DataError, InputError } from "../mod.ts";
 import { loadFashionMnist, readIdx } from "../train/data/fmnist.ts";
 import { decodeImage, jpegComponents } from "../train/data/decode.ts";
-import { seedKey } from "../train/host_random.ts";
+import { seedKey } from "../ops/host_random.ts";
 import * as embedded from "../train/data/codecs_wasm.ts";
 import { CODEC_FILES, codecCachePath } from "../tools/codec_files.ts";
 import { cmykJpeg, gzip, idx } from "./data_files.ts";

@@ -8,7 +8,7 @@ import type { Tensor } from "../ops/tensor.ts";
 import * as api from "../ops/api.ts";
 import type { Interpolation } from "./augment_config.ts";
 import { clamp01, iota, row, rows } from "./augment_util.ts";
-import { pyRound } from "./host_random.ts";
+import { pyRound } from "../ops/host_random.ts";
 
 /** Integer-valued crop boxes per image (float tensors [B]). */
 export interface CropBoxes {

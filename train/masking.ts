@@ -16,7 +16,7 @@ import type { Tensor } from "../ops/tensor.ts";
 import { fromHost } from "../ops/engine.ts";
 import type { Backend } from "../ops/backend.ts";
 import { defaultBackend } from "../ops/backends.ts";
-import { foldIn as hostFoldIn, type Key as HostKey } from "./host_random.ts";
+import { foldIn as hostFoldIn, type Key as HostKey } from "../ops/host_random.ts";
 import { maskCapacity, type MaskOptions, sampleMasksHost } from "./masking_host.ts";
 
 /** The host PRNG under the names masks have always used (one module: `host_random.ts`). */
@@ -28,7 +28,7 @@ export {
   readKey,
   seedKey as hostKey,
   split as hostSplit,
-} from "./host_random.ts";
+} from "../ops/host_random.ts";
 export * from "./masking_host.ts";
 
 /**

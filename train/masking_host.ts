@@ -6,7 +6,7 @@
  *
  * @module
  */
-import { foldIn, HostRng, type Key, pyRound } from "./host_random.ts";
+import { foldIn, HostRng, type Key, pyRound } from "../ops/host_random.ts";
 
 /** Mask generation options (defaults: the released recipes). */
 export interface MaskOptions {

@@ -16,7 +16,7 @@
  * @module
  */
 import type { Dataset, Split } from "./dataset.ts";
-import { foldIn, HostRng, type Key, seedKey } from "../host_random.ts";
+import { foldIn, HostRng, type Key, seedKey } from "../../ops/host_random.ts";
 
 /** The ten shape classes (index = label). */
 export const EMBEDDED_CLASSES = [

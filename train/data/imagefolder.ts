@@ -11,7 +11,7 @@
  * @module
  */
 import type { Dataset, Split } from "./dataset.ts";
-import { foldIn, permutation, seedKey } from "../host_random.ts";
+import { foldIn, permutation, seedKey } from "../../ops/host_random.ts";
 import { type DecodedImage, decodeImage } from "./decode.ts";
 import { DataError } from "../../errors.ts";
 

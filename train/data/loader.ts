@@ -9,7 +9,7 @@
  */
 import type { Dataset, Split } from "./dataset.ts";
 import { imageSize } from "./dataset.ts";
-import { foldIn, permutation, seedKey } from "../host_random.ts";
+import { foldIn, permutation, seedKey } from "../../ops/host_random.ts";
 
 /** A position in the stream of batches: the next batch to produce. */
 export interface Position {

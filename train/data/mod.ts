@@ -41,8 +41,8 @@ export {
   type Key as HostKey,
   permutation as hostPermutation,
   seedKey,
-} from "../host_random.ts";
-import { HostRng } from "../host_random.ts";
+} from "../../ops/host_random.ts";
+import { HostRng } from "../../ops/host_random.ts";
 /** @deprecated The host stream is `HostRng` (its `range(a, b)` is `uniformIn(a, b)`); this alias goes next release. */
 export const Stream: typeof HostRng = HostRng;
 /** @deprecated Use `HostRng`. */

@@ -1,6 +1,6 @@
 /**
  * The host side of the PRNG: Threefry-2x32 keys and streams computed on the CPU with the same block function as
- * the device (`ops/rules_random.ts`), so that masks, datasets, splits and epoch shuffles are deterministic
+ * the device (`rules_random.ts`), so that masks, datasets, splits and epoch shuffles are deterministic
  * functions of a seed and need no device reads. `seedKey`, `split` and `foldIn` give exactly the keys of
  * `random.key`, `random.split` and `random.foldIn`; draw n of `HostRng(k)` is element n of
  * `random.randomBits(k, [..])`, and its `uniform()` equals element n of `random.uniform(k, [..])`. Also Python's
@@ -8,8 +8,8 @@
  *
  * @module
  */
-import type { Tensor } from "../ops/tensor.ts";
-import { threefry2x32 } from "../ops/rules_random.ts";
+import type { Tensor } from "./tensor.ts";
+import { threefry2x32 } from "./rules_random.ts";
 
 /** A key as two uint32 words (what `random.key(seed)` holds on the device). */
 export type Key = readonly [number, number];
@@ -23,6 +23,11 @@ export function seedKey(seed: number): Key {
   if (!Number.isSafeInteger(seed)) {
     throw new RangeError(`seed ${seed} is outside the exact integers [-(2^53 - 1), 2^53 - 1] that a key holds`);
   }
+  return seedWords(seed);
+}
+
+/** The key words of an integer seed, unchecked: its high and low 32 bits (what `random.key` stores). */
+export function seedWords(seed: number): Key {
   return [Math.floor(seed / 2 ** 32) >>> 0, seed >>> 0];
 }
 

@@ -157,6 +157,7 @@ export {
 export * as masking from "./train/masking.ts";
 /** Training schedules (cosine with warm-up, temperatures, momentum) as pure functions of the iteration. */
 export * as schedules from "./train/schedules.ts";
+export type { IbotScheduleConfig } from "./train/schedules.ts";
 export {
   loadPth,
   parsePth,
@@ -210,7 +211,19 @@ export {
   type IbotSums,
   ibotUpdate,
 } from "./train/step.ts";
-export { type DataName, hyperAt, PRESETS, type PretrainConfig } from "./train/presets.ts";
+export { type DataName, PRESETS, type PretrainConfig } from "./train/presets.ts";
+export {
+  configureRun,
+  hyperAt,
+  MAX_BATCH,
+  presetSchedule,
+  resolveRun,
+  RunChangeError,
+  type RunChanges,
+  type RunData,
+  runHyperparams,
+  type RunSpec,
+} from "./train/run_spec.ts";
 export {
   type BackboneData,
   backboneDim,

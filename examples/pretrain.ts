@@ -20,11 +20,10 @@ import { NonFiniteStateError } from "../train/checkpoint.ts";
 import { exitIfStopped, type ResumeBase, resumeBase, stopOnSignals } from "./lib/resume.ts";
 import { FMNIST_DIR } from "../train/data/fmnist.ts";
 import { VIT_PRESETS } from "../models/vit.ts";
-import { isSwin, smallSwin, SWIN_PRESETS, type SwinArch } from "../train/backbone.ts";
+import { SWIN_PRESETS } from "../train/backbone.ts";
+import { configureRun, MAX_BATCH, resolveRun, RunChangeError } from "../train/run_spec.ts";
 import { writeRunCurves } from "./plot.ts";
 
-/** The largest `--batch-size` (2^16); memory limits usually bind first. */
-const MAX_BATCH = 65536;
 const HELD_OUT = `${100 * FOLDER_TEST_FRACTION}%`;
 
 const USAGE = `Usage: deno run --unstable-webgpu examples/pretrain.ts [options]
@@ -128,50 +127,26 @@ async function main(): Promise<number> {
   const presetName = values.preset ?? resumed?.preset ?? "embedded-small";
   const preset = PRESETS[presetName];
   if (!preset) throw new UsageError(`--preset: unknown preset '${presetName}' (${Object.keys(PRESETS).join(", ")})`);
-  const cfg: PretrainConfig = structuredClone(presetName === resumed?.preset ? resumed.config ?? preset : preset);
-  if (values.arch) {
-    if (isSwin(values.arch)) {
-      if (!(values.arch in SWIN_PRESETS)) {
-        throw new UsageError(`--arch: unknown Swin '${values.arch}' (${Object.keys(SWIN_PRESETS).join(", ")})`);
-      }
-      try {
-        cfg.swin = smallSwin(values.arch as SwinArch, cfg.augment.globalCrops.size);
-      } catch (e) {
-        throw new UsageError(`--arch ${values.arch} with preset ${cfg.name}: ${(e as Error).message}`);
-      }
-    } else {
-      const arch = values.arch as keyof typeof VIT_PRESETS;
-      if (!VIT_PRESETS[arch]) {
-        throw new UsageError(
-          `--arch: unknown '${values.arch}' (${
-            [...Object.keys(VIT_PRESETS), ...Object.keys(SWIN_PRESETS)].join(", ")
-          })`,
-        );
-      }
-      delete cfg.swin;
-      cfg.backbone = { ...cfg.backbone, ...VIT_PRESETS[arch], arch };
-    }
-  }
-  cfg.epochs = positiveInt("epochs", values.epochs) ?? cfg.epochs;
   const predStart = values["pred-start-epoch"];
-  if (predStart !== undefined) {
-    const n = Number(predStart);
-    if (!Number.isInteger(n) || n < 0) throw new UsageError(`--pred-start-epoch must be an integer >= 0`);
-    cfg.masking = { ...cfg.masking, predStartEpoch: n };
-  } else if (cfg.swin && cfg.masking.predStartEpoch === undefined) {
-    cfg.masking = { ...cfg.masking, predStartEpoch: Math.floor(cfg.epochs / 6) };
+  const predStartEpoch = predStart === undefined ? undefined : Number(predStart);
+  if (predStartEpoch !== undefined && !(Number.isInteger(predStartEpoch) && predStartEpoch >= 0)) {
+    throw new UsageError(`--pred-start-epoch must be an integer >= 0`);
   }
-  cfg.batchSize = positiveInt("batch-size", values["batch-size"]) ?? cfg.batchSize;
-  if (cfg.batchSize > MAX_BATCH) {
-    throw new UsageError(`--batch-size ${cfg.batchSize} is above the maximum ${MAX_BATCH}`);
+  let cfg: PretrainConfig;
+  try {
+    cfg = configureRun(presetName === resumed?.preset ? resumed.config ?? preset : preset, {
+      arch: values.arch || undefined,
+      epochs: positiveInt("epochs", values.epochs),
+      predStartEpoch,
+      batchSize: positiveInt("batch-size", values["batch-size"]),
+      remat: values.remat,
+    });
+  } catch (e) {
+    throw e instanceof RunChangeError ? new UsageError(e.message) : e;
   }
   const microBatch = positiveInt("micro-batch", values["micro-batch"]);
   if (microBatch !== undefined && cfg.batchSize % microBatch !== 0) {
     throw new UsageError(`--micro-batch ${microBatch} must divide the batch size ${cfg.batchSize}`);
-  }
-  if (values.remat) {
-    if (cfg.swin) cfg.swin = { ...cfg.swin, remat: true };
-    else cfg.backbone = { ...cfg.backbone, remat: true };
   }
   let maxMemory: number | undefined;
   if (values["max-memory"] !== undefined) {
@@ -219,7 +194,7 @@ async function main(): Promise<number> {
 async function train(
   values: Values,
   cfg: PretrainConfig,
-  run: {
+  flags: {
     steps?: number;
     seed: number;
     microBatch?: number;
@@ -229,7 +204,7 @@ async function train(
     comm?: Communicator;
   },
 ): Promise<number> {
-  const { steps, seed, microBatch, maxMemory, checkpointEvery, kind, comm } = run;
+  const { steps, seed, microBatch, maxMemory, checkpointEvery, kind, comm } = flags;
   const backend = await initBackend(kind as "auto" | "webgpu" | "cpu");
   const ds = await loadData(values.data ?? cfg.data, folderImageSize(cfg.augment.globalCrops.size));
   if (ds.channels !== cfg.augment.channels) {
@@ -246,14 +221,15 @@ async function train(
   // Decided before training, so that a run never ends in an error after the work is done.
   const evaluate = ds.test.n > 0;
   const info = (backend as { adapterInfo?: string }).adapterInfo ?? "cpu";
-  const b = cfg.backbone;
-  const sw = cfg.swin;
-  const arch = sw
-    ? `${sw.arch}: patch ${sw.patchSize}, C ${sw.embedDim}, depths ${sw.depths?.join("-")}, heads ` +
-      `${sw.numHeads?.join("-")}, window ${sw.windowSize}, MIM from epoch ${cfg.masking.predStartEpoch ?? 0}`
-    : `${b.arch ?? "ViT"}: patch ${b.patchSize}, D ${b.embedDim ?? VIT_PRESETS.vit_small.embedDim}, depth ${
-      b.depth ?? 12
-    }`;
+  const run = resolveRun(cfg, ds, { steps });
+  const bb = run.backbone;
+  const arch = bb.kind === "swin"
+    ? `${cfg.swin?.arch}: patch ${bb.config.patchSize}, C ${bb.config.embedDim}, depths ${
+      bb.config.depths.join("-")
+    }, heads ${
+      bb.config.numHeads.join("-")
+    }, window ${bb.config.windowSize}, MIM from epoch ${run.schedule.predStartEpoch}`
+    : `${cfg.backbone.arch ?? "ViT"}: patch ${bb.config.patchSize}, D ${bb.config.embedDim}, depth ${bb.config.depth}`;
   console.log(
     `iBOT ${cfg.name}: ${ds.name} (${ds.train.n} train / ${ds.test.n} test, ${ds.numClasses} classes, ` +
       `${ds.channels}x${ds.size}x${ds.size}), batch ${cfg.batchSize}${
@@ -270,10 +246,9 @@ async function train(
     }  ` +
     `lr ${p.lr.toExponential(2)}  ${p.imagesPerSecond.toFixed(1)} img/s  ETA ${fmtTime(p.etaSeconds)}`;
   const stop = stopOnSignals();
-  const result = await pretrain(cfg, ds, {
+  const result = await pretrain(run, ds, {
     backend,
     seed,
-    steps,
     maxMemory,
     out: values.out,
     resume: values.resume,

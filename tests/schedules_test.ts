@@ -6,12 +6,7 @@ import assert from "node:assert/strict";
 import fc from "npm:fast-check@4.10.2";
 import { cosineAt, cosineScheduler, hyperparamsAt, scaledLr, teacherTempAt } from "../train/schedules.ts";
 import { assertClose, RUNS } from "./util.ts";
-
-/** NumPy's linspace(a, b, n) (endpoint included). */
-function linspace(a: number, b: number, n: number): number[] {
-  if (n === 1) return [a];
-  return Array.from({ length: n }, (_, i) => a + (b - a) * i / (n - 1));
-}
+import { assertAllFields, linspace, officialArrays } from "./schedule_reference.ts";
 
 /** The official cosine_scheduler, as arrays. */
 function numpyCosine(base: number, final: number, epochs: number, niter: number, warmupEpochs = 0, start = 0) {
@@ -117,4 +112,101 @@ Deno.test("hyperparamsAt: the recipe's per-iteration values (lr scaling and warm
   assert.deepEqual([hs[0].teacherPatchTemp, hs[5].teacherPatchTemp], [0.04, 0.07]);
   assert.equal(hs[0].lr, 0);
   assert.throws(() => hyperparamsAt(-1, c), /iteration/);
+});
+
+Deno.test("hyperparamsAt: every field equals the official arrays for random recipes", () => {
+  fc.assert(
+    fc.property(
+      fc.record({
+        epochs: fc.integer({ min: 1, max: 10 }),
+        niter: fc.integer({ min: 1, max: 7 }),
+        warmup: fc.integer({ min: 0, max: 10 }),
+        tempEpochs: fc.integer({ min: 0, max: 10 }),
+        predStart: fc.integer({ min: 0, max: 10 }),
+        freeze: fc.integer({ min: 0, max: 3 }),
+        lr: fc.double({ min: 1e-5, max: 1e-2, noNaN: true }),
+        batch: fc.integer({ min: 1, max: 2048 }),
+        minLr: fc.double({ min: 0, max: 1e-5, noNaN: true }),
+        wd: fc.tuple(fc.double({ min: 0, max: 0.1, noNaN: true }), fc.double({ min: 0.1, max: 0.5, noNaN: true })),
+        m0: fc.double({ min: 0.9, max: 0.9999, noNaN: true }),
+        temp: fc.tuple(
+          fc.double({ min: 0.02, max: 0.05, noNaN: true }),
+          fc.double({ min: 0.05, max: 0.1, noNaN: true }),
+        ),
+      }),
+      (r) => {
+        const warmup = Math.min(r.warmup, r.epochs);
+        const W = Math.min(r.tempEpochs, r.epochs);
+        const S = Math.min(r.predStart, r.epochs - W);
+        const c = {
+          epochs: r.epochs,
+          itersPerEpoch: r.niter,
+          lr: r.lr,
+          batchSize: r.batch,
+          warmupEpochs: warmup,
+          minLr: r.minLr,
+          weightDecay: r.wd[0],
+          weightDecayEnd: r.wd[1],
+          momentumTeacher: r.m0,
+          warmupTeacherTemp: r.temp[0],
+          teacherTemp: r.temp[1],
+          warmupTeacherPatchTemp: r.temp[0],
+          teacherPatchTemp: r.temp[1],
+          warmupTeacherTempEpochs: W,
+          predStartEpoch: S,
+          freezeLastLayer: r.freeze,
+        };
+        const got = Array.from({ length: r.epochs * r.niter }, (_, it) => hyperparamsAt(it, c));
+        const want = officialArrays({
+          epochs: r.epochs,
+          niter: r.niter,
+          peakLr: r.lr * r.batch / 256,
+          minLr: r.minLr,
+          warmIters: warmup * r.niter,
+          wd: r.wd,
+          momentum: [r.m0, 1],
+          temp: r.temp,
+          tempEpochs: W,
+          predStart: S,
+          freeze: r.freeze,
+        });
+        assertAllFields(got, want);
+      },
+    ),
+    { numRuns: RUNS * 4 },
+  );
+});
+
+Deno.test("hyperparamsAt: the per-iteration teacher temperature ramp (not official) and fractional warm-up", () => {
+  const c = {
+    epochs: 3,
+    itersPerEpoch: 7,
+    warmupEpochs: 0.5,
+    warmupTeacherTemp: 0.04,
+    teacherTemp: 0.07,
+    teacherPatchTemp: 0.1,
+    teacherTempRampFraction: 0.3,
+    predStartEpoch: 1,
+  };
+  const hs = Array.from({ length: 21 }, (_, it) => hyperparamsAt(it, c));
+  // Ramp over round(0.3 · 21) = 6 iterations: start + (end − start)·j/6, the patch one from iteration 7.
+  const ramp = (end: number, delay: number) =>
+    Array.from({ length: 21 }, (_, it) => {
+      const j = it - delay;
+      return j < 0 ? 0.04 : j < 6 ? 0.04 + (end - 0.04) * j / 6 : end;
+    });
+  assertClose(hs.map((h) => h.teacherTemp), ramp(0.07, 0), 1e-15, 0, "cls ramp");
+  assertClose(hs.map((h) => h.teacherPatchTemp), ramp(0.1, 7), 1e-15, 0, "patch ramp");
+  // 0.5 · 7 = 3.5 warm-up epochs' iterations round to 4: linspace(0, peak, 4), then the cosine over 17.
+  const peak = 5e-4;
+  const lr = [
+    ...linspace(0, peak, 4),
+    ...Array.from({ length: 17 }, (_, j) => 1e-6 + 0.5 * (peak - 1e-6) * (1 + Math.cos(Math.PI * j / 17))),
+  ];
+  assertClose(hs.map((h) => h.lr), lr, 1e-15, 0, "lr");
+  assert.equal(
+    hyperparamsAt(0, { epochs: 2, itersPerEpoch: 1, warmupEpochs: 1 }).lr,
+    0,
+    "a 1-iteration warm-up is [0]",
+  );
 });

@@ -151,10 +151,10 @@ export const IMAGENET_AUGMENT: AugmentConfig = {
  *   brightness/contrast jitter 0.4/0.4 with p 0.8 in random order; Gaussian blur σ ∈ U(0.1, 1.0), 5 taps,
  *   reflect padding, p 1.0 / 0.1 / 0.5 for global 1 / global 2 / local; solarisation (x ≥ 0.5 → 1 − x)
  *   with p 0.2 on global 2.
- * - `embedded-small`: the embedded 32-px RGB motif-texture dataset (`train/data/embedded.ts`): 2 global 32-px
- *   crops (0.25–1), 6 local 16-px crops (0.05–0.25), bilinear, full colour jitter 0.4/0.4/0.2/0.1 p 0.8 and
- *   grayscale 0.2 (colour is a nuisance there), light blur (σ ∈ U(0.1, 1), 5 taps, as §11 advises for small
- *   images), solarisation p 0.2 on global 2, the dataset's mean/std.
+ * - `embedded-small`: the embedded 32-px RGB motif-texture dataset (`train/data/embedded.ts`), the whole recipe of
+ *   the `embedded-small` training preset: 2 global 32-px crops (scale 0.5–1) and 4 local 16-px crops (0.2–0.5),
+ *   bilinear, flip p 0.5, the dataset's mean/std, and geometric views only: colour jitter, grayscale, blur and
+ *   solarisation are off (probability 0; see the comment in the preset for why).
  */
 export const AUGMENT_PRESETS: Readonly<Record<"imagenet" | "fmnist-tiny" | "embedded-small", AugmentConfig>> = {
   imagenet: IMAGENET_AUGMENT,
@@ -180,8 +180,9 @@ export const AUGMENT_PRESETS: Readonly<Record<"imagenet" | "fmnist-tiny" | "embe
     mean: [0.709, 0.693, 0.664], // the embedded training split (seed 0)
     std: [0.327, 0.307, 0.203],
     normalize: true,
-    globalCrops: { number: 2, size: 32, scale: [0.25, 1] },
-    localCrops: { number: 6, size: 16, scale: [0.05, 0.25] },
+    // Crops large enough to keep several motifs in view.
+    globalCrops: { number: 2, size: 32, scale: [0.5, 1] },
+    localCrops: { number: 4, size: 16, scale: [0.2, 0.5] },
     ratio: [3 / 4, 4 / 3],
     attempts: 10,
     interpolation: "bilinear",

@@ -7,7 +7,6 @@ import type { VitConfigInput } from "../models/vit.ts";
 import type { SwinBackboneInput } from "./backbone.ts";
 import { AUGMENT_PRESETS, type AugmentConfig } from "./augment.ts";
 import type { MaskOptions } from "./masking.ts";
-import type { IbotHyper } from "./step.ts";
 
 /** Which dataset a preset trains on by default. */
 export type DataName = "embedded" | "fmnist" | string;
@@ -70,12 +69,8 @@ export const PRESETS: Readonly<Record<string, PretrainConfig>> = {
     data: "embedded",
     backbone: { imgSize: 32, patchSize: 8, inChans: 3, embedDim: 64, depth: 4, numHeads: 2, mlpRatio: 2 },
     head: { hiddenDim: 128, bottleneckDim: 64, outDim: 256, normLastLayer: true },
-    // Crops large enough to keep several motifs in view; geometric views only (see AUGMENT_PRESETS).
-    augment: {
-      ...AUGMENT_PRESETS["embedded-small"],
-      globalCrops: { number: 2, size: 32, scale: [0.5, 1] },
-      localCrops: { number: 4, size: 16, scale: [0.2, 0.5] },
-    },
+    // The whole augmentation recipe (crops, geometric views only) is AUGMENT_PRESETS["embedded-small"].
+    augment: AUGMENT_PRESETS["embedded-small"],
     masking: { shape: "block", predRatio: [0, 0.3], predRatioVar: [0, 0.2] },
     batchSize: 64,
     epochs: 3,
@@ -137,56 +132,5 @@ export const PRESETS: Readonly<Record<string, PretrainConfig>> = {
   },
 };
 
-/**
- * The lr/wd/momentum/temperature/freeze values of iteration `it` of a run of `total` iterations (with
- * `itersPerEpoch` steps per epoch), plus the epoch `it` falls in: the `hyper` argument of an `ibotStep` step.
- *
- * @example
- * ```ts
- * import { hyperAt, PRESETS } from "./mod.ts";
- * const cfg = PRESETS["fmnist-tiny"];
- * const hp = hyperAt(cfg, 0, 100, 1000);
- * console.log(hp.lr, hp.freezeLastLayer, hp.epoch); // 0 1 0 (warm-up starts at lr 0)
- * ```
- */
-export function hyperAt(
-  cfg: PretrainConfig,
-  it: number,
-  itersPerEpoch: number,
-  total: number,
-): IbotHyper & { epoch: number } {
-  const epoch = Math.floor(it / itersPerEpoch);
-  const peak = (cfg.lr * cfg.batchSize) / 256;
-  const warm = cfg.warmupEpochs * itersPerEpoch;
-  const cosine = (base: number, final: number, j: number, n: number) =>
-    final + 0.5 * (base - final) * (1 + Math.cos((Math.PI * j) / Math.max(n, 1)));
-  // Official lr: linspace(0, peak, warm) over the warm-up, then cosine from the peak over the rest.
-  const lr = it < warm
-    ? (warm > 1 ? (peak * it) / (warm - 1) : peak)
-    : cosine(peak, cfg.minLr, it - warm, total - warm);
-  const wd = cosine(cfg.weightDecay[0], cfg.weightDecay[1], it, total);
-  const momentum = cosine(cfg.momentum[0], cfg.momentum[1], it, total);
-  const tt = cfg.teacherTemp;
-  // `delay` epochs at the start value first: 0 for the CLS temperature, `predStartEpoch` for the patch one.
-  const tempAt = (delay: number) => {
-    if (tt.perIteration) {
-      const j = it - delay * itersPerEpoch;
-      const ramp = Math.max(1, Math.round((tt.warmupFraction ?? 0.3) * total));
-      return j < 0 ? tt.start : j < ramp ? tt.start + ((tt.end - tt.start) * j) / ramp : tt.end;
-    }
-    const e = epoch - delay;
-    const we = tt.warmupEpochs ?? 30;
-    return e < 0 ? tt.start : e < we ? tt.start + ((tt.end - tt.start) * e) / Math.max(we - 1, 1) : tt.end;
-  };
-  const temp = tempAt(0);
-  const predStart = cfg.masking.predStartEpoch ?? 0;
-  return {
-    lr,
-    wd,
-    momentum,
-    teacherTemp: temp,
-    teacherPatchTemp: predStart > 0 ? tempAt(predStart) : temp,
-    freezeLastLayer: epoch < cfg.freezeLastLayerEpochs ? 1 : 0,
-    epoch,
-  };
-}
+// Kept importable from here (deprecated): the one schedule implementation is `hyperparamsAt` in schedules.ts.
+export { hyperAt } from "./run_spec.ts";

@@ -52,8 +52,13 @@ export interface IbotState<B = unknown, H = unknown> {
   key: Tensor;
 }
 
-/** Per-iteration hyperparameters: numbers (jit scalar inputs). */
+/**
+ * Per-iteration hyperparameters: numbers (jit scalar inputs). The one hyperparameter type: `hyperparamsAt`
+ * (train/schedules.ts) computes it for an iteration of a run.
+ */
 export interface IbotHyper {
+  /** The epoch of the iteration (for reports; the step does not read it). */
+  epoch?: number;
   /** AdamW learning rate. */
   lr: number;
   /** AdamW weight decay (decoupled; biases and 1-D parameters are not decayed). */

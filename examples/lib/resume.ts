@@ -9,6 +9,7 @@ import { need, UsageError } from "./cli.ts";
 import { readTrainingStateMeta } from "../../train/checkpoint.ts";
 import { Interrupted, ScheduleMismatchError, show } from "../../train/run_state.ts";
 import type { PretrainConfig } from "../../train/presets.ts";
+import { FLAG_OF_FIELD } from "../../train/run_spec.ts";
 
 /** Exit codes of a run stopped by a signal (128 + the signal number, as a shell reports it). */
 const EXIT_CODES: Record<string, number> = { SIGINT: 130, SIGTERM: 143 };
@@ -87,21 +88,10 @@ export async function resumeBase(out: string | undefined): Promise<ResumeBase> {
   };
 }
 
-/** The flag that sets a configuration field on the command line. */
-const FLAGS: [RegExp, string][] = [
-  [/^epochs$/, "--epochs"],
-  [/^batchSize$/, "--batch-size"],
-  [/^masking\.predStartEpoch$/, "--pred-start-epoch"],
-  [/^(backbone|swin)(\.|$)/, "--arch"],
-  [/^(preset|name)$/, "--preset"],
-  [/^seed$/, "--seed"],
-  [/^(dataset|trainImages)$/, "--data"],
-];
-
 /** A `ScheduleMismatchError` as a usage error naming the flags that contradict the checkpoint. */
 function scheduleUsageError(e: ScheduleMismatchError): UsageError {
   const parts = e.differences.map((d) => {
-    const flag = FLAGS.find(([re]) => re.test(d.path))?.[1];
+    const flag = FLAG_OF_FIELD.find(([re]) => re.test(d.path))?.[1];
     return `${flag ? `${flag} contradicts it: ` : ""}${d.path} is ${show(d.checkpoint)} there but ${show(d.run)} here`;
   });
   const fixed = e.differences.some((d) => !d.overridable);
